@@ -1,0 +1,141 @@
+"""Avro codec in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro body.
+
+The hot path calls fastavro directly with parsed schemas cached per schema id; nothing
+walks a schema per message. Readers resolve the writer's schema to the catalog's latest
+version of the subject, so events written with an older schema decode after it evolves.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import fastavro
+from fastavro._read_common import SchemaResolutionError
+
+from atmpnet.contract.catalog import SchemaCatalog
+from atmpnet.contract.events import EVENT_TYPE_BY_RECORD, Event, parse_event
+from atmpnet.contract.registry import CatalogSource, SchemaSource
+from atmpnet.errors import (
+    BadMagicByte,
+    ContractError,
+    EncodingError,
+    MalformedPayload,
+    TruncatedPayload,
+)
+
+MAGIC_BYTE = 0
+HEADER = struct.Struct(">bI")
+
+
+@dataclass(frozen=True)
+class _Reader:
+    record: str
+    writer: Any
+    reader: Any  # None when the writer schema is the reader's own
+    event_type: type[Event]
+
+
+@dataclass(frozen=True)
+class _Writer:
+    header: bytes
+    schema: Any
+
+
+def _parse(schema: dict[str, Any]) -> Any:
+    return fastavro.parse_schema(schema, _write_hint=False)
+
+
+class AvroCodec:
+    """Encode events to, and decode them from, Confluent wire-format Avro."""
+
+    def __init__(self, catalog: SchemaCatalog, source: SchemaSource | None = None) -> None:
+        self.catalog = catalog
+        self.source = source or CatalogSource(catalog)
+        self._writers: dict[str, _Writer] = {}
+        self._readers: dict[int, _Reader] = {}
+
+    # -- encoding -----------------------------------------------------------------
+
+    def _writer(self, subject: str) -> _Writer:
+        writer = self._writers.get(subject)
+        if writer is None:
+            schema_id = self.source.writer_id(subject)
+            writer = _Writer(HEADER.pack(MAGIC_BYTE, schema_id), _parse(self.catalog.latest(subject).schema))
+            self._writers[subject] = writer
+        return writer
+
+    def encode(self, event: Event) -> bytes:
+        """The event as wire-format bytes, written with its subject's latest schema."""
+        return self.encode_record(event.subject(), event.to_avro())
+
+    def encode_record(self, subject: str, record: dict[str, Any]) -> bytes:
+        """A plain record (already valid) as wire-format bytes of ``subject``."""
+        writer = self._writer(subject)
+        buf = io.BytesIO()
+        buf.write(writer.header)
+        try:
+            fastavro.schemaless_writer(buf, writer.schema, record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise EncodingError(f"cannot encode a {subject} record: {exc}") from exc
+        return buf.getvalue()
+
+    # -- decoding -----------------------------------------------------------------
+
+    def _reader(self, schema_id: int) -> _Reader:
+        reader = self._readers.get(schema_id)
+        if reader is None:
+            writer_schema = self.source.writer_schema(schema_id)
+            record = f"{writer_schema.get('namespace')}.{writer_schema['name']}"
+            subject = self.catalog.subject_for_record(record)
+            latest = self.catalog.latest(subject)
+            same = _parse(writer_schema) if writer_schema == latest.schema else None
+            event_type = EVENT_TYPE_BY_RECORD.get(record)
+            if event_type is None:
+                raise ContractError(f"no event model for record {record}")
+            reader = _Reader(
+                record=record,
+                writer=same if same is not None else _parse(writer_schema),
+                reader=None if same is not None else _parse(latest.schema),
+                event_type=event_type,
+            )
+            self._readers[schema_id] = reader
+        return reader
+
+    def decode_record(self, payload: bytes) -> tuple[str, dict[str, Any]]:
+        """Decode to ``(record name, Avro dict)`` in the reader's schema, without model validation."""
+        if len(payload) < HEADER.size:
+            raise TruncatedPayload(
+                f"payload of {len(payload)} bytes is shorter than the {HEADER.size}-byte wire-format header"
+            )
+        magic, schema_id = HEADER.unpack_from(payload)
+        if magic != MAGIC_BYTE:
+            raise BadMagicByte(payload[0])
+        reader = self._reader(schema_id)
+        buf = io.BytesIO(payload)
+        buf.seek(HEADER.size)
+        try:
+            record = fastavro.schemaless_reader(buf, reader.writer, reader.reader)
+        except (EOFError, StopIteration) as exc:
+            raise TruncatedPayload(
+                f"Avro body of {reader.record} (schema id {schema_id}) ends early "
+                f"after {len(payload) - HEADER.size} bytes"
+            ) from exc
+        except (SchemaResolutionError, ValueError, IndexError, UnicodeDecodeError, TypeError) as exc:
+            raise MalformedPayload(
+                f"Avro body does not match {reader.record} (schema id {schema_id}): {exc}"
+            ) from exc
+        extra = len(payload) - buf.tell()
+        if extra:
+            raise MalformedPayload(
+                f"{extra} trailing bytes after the {reader.record} body (schema id {schema_id})"
+            )
+        assert isinstance(record, dict)
+        return reader.record, record
+
+    def decode(self, payload: bytes) -> Event:
+        """Decode and validate wire-format bytes into their event model."""
+        record_name, record = self.decode_record(payload)
+        return parse_event(EVENT_TYPE_BY_RECORD[record_name], record)

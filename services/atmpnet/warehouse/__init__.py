@@ -1,0 +1,1 @@
+"""The ClickHouse side: connection, migrations, event store and views."""
