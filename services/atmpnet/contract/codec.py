@@ -123,7 +123,13 @@ class AvroCodec:
                 f"Avro body of {reader.record} (schema id {schema_id}) ends early "
                 f"after {len(payload) - HEADER.size} bytes"
             ) from exc
-        except (SchemaResolutionError, ValueError, IndexError, UnicodeDecodeError, TypeError) as exc:
+        except (
+            SchemaResolutionError,
+            ValueError,  # also UnicodeDecodeError: bad string bytes
+            IndexError,  # enum or union index out of range
+            OverflowError,  # a timestamp beyond datetime's range
+            TypeError,
+        ) as exc:
             raise MalformedPayload(
                 f"Avro body does not match {reader.record} (schema id {schema_id}): {exc}"
             ) from exc

@@ -8,10 +8,14 @@ there) and the registry's ids are used; writer schemas of ids it issued are fetc
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any, Protocol
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.error import SchemaRegistryError
+with warnings.catch_warnings():
+    # authlib, imported by the registry client, warns about its own httpx integration on import
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from atmpnet.contract.catalog import SchemaCatalog
 from atmpnet.errors import ConfigurationError, ContractError, UnknownSchemaId

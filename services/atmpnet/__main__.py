@@ -1,0 +1,5 @@
+"""``python -m atmpnet`` runs the CLI."""
+
+from atmpnet.cli import main
+
+main()
