@@ -45,7 +45,8 @@ class _Writer:
 
 
 def _parse(schema: dict[str, Any]) -> Any:
-    return fastavro.parse_schema(schema, _write_hint=False)
+    # parse_schema marks the result as parsed; without that mark fastavro re-parses per call
+    return fastavro.parse_schema(schema)
 
 
 class AvroCodec:
