@@ -15,15 +15,14 @@ from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
 
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
-from confluent_kafka.serialization import MessageField, SerializationContext
-
 from atmpnet.contract.catalog import SchemaCatalog
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.examples import example_events
 from atmpnet.contract.registry import RegistrySource
 from atmpnet.settings import REPO_ROOT
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
 
 
 def best_rate(fn: Callable[[], object], count: int, rounds: int) -> float:
@@ -64,21 +63,42 @@ def main() -> None:
 
     n, k = args.events, args.rounds
     rows = [
-        ("encode: confluent AvroSerializer (dict)", best_rate(
-            lambda: [serializers[t](r, contexts[t]) for t, _, r in records], n, k)),
-        ("encode: atmpnet encode_record (dict)", best_rate(
-            lambda: [ours.encode_record(s, r) for _, s, r in records], n, k)),
-        ("encode: atmpnet encode (model -> bytes)", best_rate(lambda: [ours.encode(e) for e in events], n, k)),
-        ("decode: confluent AvroDeserializer (dict)", best_rate(
-            lambda: [deserializer(b, contexts[t]) for b, (t, _, _) in zip(baseline_bytes, records, strict=True)],
-            n, k)),
-        ("decode: atmpnet decode_record (dict)", best_rate(lambda: [ours.decode_record(b) for b in our_bytes], n, k)),
-        ("decode: atmpnet decode (bytes -> validated model)", best_rate(
-            lambda: [ours.decode(b) for b in our_bytes], n, k)),
+        (
+            "encode: confluent AvroSerializer (dict)",
+            best_rate(lambda: [serializers[t](r, contexts[t]) for t, _, r in records], n, k),
+        ),
+        (
+            "encode: atmpnet encode_record (dict)",
+            best_rate(lambda: [ours.encode_record(s, r) for _, s, r in records], n, k),
+        ),
+        (
+            "encode: atmpnet encode (model -> bytes)",
+            best_rate(lambda: [ours.encode(e) for e in events], n, k),
+        ),
+        (
+            "decode: confluent AvroDeserializer (dict)",
+            best_rate(
+                lambda: [
+                    deserializer(b, contexts[t]) for b, (t, _, _) in zip(baseline_bytes, records, strict=True)
+                ],
+                n,
+                k,
+            ),
+        ),
+        (
+            "decode: atmpnet decode_record (dict)",
+            best_rate(lambda: [ours.decode_record(b) for b in our_bytes], n, k),
+        ),
+        (
+            "decode: atmpnet decode (bytes -> validated model)",
+            best_rate(lambda: [ours.decode(b) for b in our_bytes], n, k),
+        ),
     ]
-    print(f"python {platform.python_version()}, fastavro {version('fastavro')}, "
-          f"confluent-kafka {version('confluent-kafka')}, pydantic {version('pydantic')}, "
-          f"{platform.machine()}, {n} events x best of {k}")
+    print(
+        f"python {platform.python_version()}, fastavro {version('fastavro')}, "
+        f"confluent-kafka {version('confluent-kafka')}, pydantic {version('pydantic')}, "
+        f"{platform.machine()}, {n} events x best of {k}"
+    )
     base = {"encode": rows[0][1], "decode": rows[3][1]}
     for name, rate in rows:
         print(f"{name:<52} {rate:>10,.0f} events/s  {rate / base[name[:6]]:5.2f}x baseline")

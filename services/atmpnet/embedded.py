@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import TracebackType
@@ -46,19 +47,32 @@ def broker_binary() -> Path:
     return path
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    if sys.platform == "linux":
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True) if sys.platform == "linux" else None
+_PR_SET_PDEATHSIG = 1
 
 
-def wait_for_broker(config: dict[str, Any], timeout_s: float) -> None:
-    """Return once the broker answers a metadata request; raise EmbeddedStackError after timeout."""
+def _die_with_parent() -> None:  # runs in the child between fork and exec: no imports, no allocation
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def wait_for_broker(
+    config: dict[str, Any], timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Return once the broker answers a metadata request; raise EmbeddedStackError after timeout.
+
+    With ``process``, fail as soon as it exits: an answer could only come from another broker.
+    """
     deadline = time.monotonic() + timeout_s
     admin = AdminClient(config | {"socket.connection.setup.timeout.ms": 1000})
     last: Exception | None = None
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise EmbeddedStackError(f"broker process exited with code {process.returncode}")
         try:
             admin.list_topics(timeout=1.0)
+            if process is not None and process.poll() is not None:
+                raise EmbeddedStackError(f"broker process exited with code {process.returncode}")
             return
         except KafkaException as exc:
             last = exc
@@ -91,6 +105,9 @@ class EmbeddedBroker:
             return self.bootstrap_servers
         url = f"tcp://127.0.0.1:{self.port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # PR_SET_PDEATHSIG follows the thread that forks: only the main thread lives as long as
+        # the process, so a broker started from another thread goes without it
+        preexec = _die_with_parent if threading.current_thread() is threading.main_thread() else None
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
                 [
@@ -106,12 +123,14 @@ class EmbeddedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, safe after fork
+                preexec_fn=preexec,  # noqa: PLW1509 - the child only calls prctl before exec
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             )
         atexit.register(self.stop)
         try:
-            wait_for_broker({"bootstrap.servers": self.bootstrap_servers}, self.start_timeout_s)
+            wait_for_broker(
+                {"bootstrap.servers": self.bootstrap_servers}, self.start_timeout_s, self._process
+            )
         except EmbeddedStackError:
             code = self._process.poll()
             self.stop()
@@ -126,6 +145,7 @@ class EmbeddedBroker:
         process, self._process = self._process, None
         if process is None:
             return
+        atexit.unregister(self.stop)
         if process.poll() is None:
             process.terminate()
             try:

@@ -161,3 +161,37 @@ def test_incompatible_releases_are_refused(tmp_path: Path) -> None:
 def test_event_catalog_doc_is_current(catalog: SchemaCatalog) -> None:
     committed = (REPO_ROOT / "docs" / "event-catalog.md").read_text()
     assert committed == render_event_catalog(catalog), "run `atmpnet schemas docs`"
+
+
+def test_a_release_fastavro_cannot_parse_is_refused(tmp_path: Path) -> None:
+    schemas = copy_schemas(tmp_path)
+    with pytest.raises(CatalogError, match=r"atmp\.batch-steps\.v1-value v2 .* is not valid Avro"):
+        release(
+            schemas,
+            "batch-step",
+            2,
+            lambda s: s["fields"].append(
+                {"name": "extra", "type": ["null", "atmp.Undefined"], "default": None}
+            ),
+        )
+
+
+def test_shared_types_named_without_namespace_are_inlined_once(tmp_path: Path) -> None:
+    from atmpnet.contract.catalog import inline_references
+
+    types = {"atmp.Step": {"type": "enum", "name": "Step", "namespace": "atmp", "symbols": ["A"]}}
+    schema = {
+        "type": "record",
+        "name": "R",
+        "namespace": "atmp",
+        "fields": [
+            {"name": "a", "type": "Step"},
+            {"name": "b", "type": ["null", "atmp.Step"], "default": None},
+        ],
+    }
+    expanded = inline_references(schema, types)
+    assert expanded["fields"][0]["type"]["type"] == "enum"
+    assert expanded["fields"][1]["type"] == ["null", "atmp.Step"]
+    import fastavro
+
+    fastavro.parse_schema(expanded)

@@ -93,3 +93,12 @@ def test_embedded_clickhouse_persists_across_reopen(tmp_path: Path) -> None:
     again = connect(settings)
     assert again.query("SELECT n FROM kept").result_rows == [(7,)]
     again.close()
+
+
+def test_a_second_broker_on_a_taken_port_fails_fast_instead_of_borrowing_the_first(tmp_path: Path) -> None:
+    with EmbeddedBroker(tmp_path / "first.log") as first:
+        second = EmbeddedBroker(tmp_path / "second.log", port=first.port, start_timeout_s=10)
+        with pytest.raises(EmbeddedStackError, match="did not start"):
+            second.start()
+        assert not second.running
+        assert first.running

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastavro
+
 from atmpnet.contract.compatibility import AvroSchema, incompatibilities
 from atmpnet.errors import CatalogError, IncompatibleSchemaError, UnknownSchemaId
 
@@ -70,31 +72,36 @@ def inline_references(schema: AvroSchema, types: dict[str, AvroSchema]) -> AvroS
     """
     defined: set[str] = set()
 
-    def walk(node: AvroSchema) -> AvroSchema:
+    def full(name: str, ns: str | None) -> str:
+        return name if "." in name or not ns else f"{ns}.{name}"
+
+    def walk(node: AvroSchema, ns: str | None) -> AvroSchema:
         if isinstance(node, str):
-            if node in types and node not in defined:
-                defined.add(node)
-                return walk(copy.deepcopy(types[node]))
+            name = full(node, ns)
+            if name in types and name not in defined:
+                defined.add(name)
+                return walk(copy.deepcopy(types[name]), ns)
             return node
         if isinstance(node, list):
-            return [walk(n) for n in node]
+            return [walk(n, ns) for n in node]
         if isinstance(node, dict):
             out = dict(node)
             if "name" in out and out.get("type") in ("record", "enum", "fixed"):
-                ns = out.get("namespace")
-                defined.add(f"{ns}.{out['name']}" if ns and "." not in out["name"] else out["name"])
-            if "type" in out and (not isinstance(out["type"], str) or out["type"] in types):
-                out["type"] = walk(out["type"])
+                name = full(out["name"], out.get("namespace", ns))
+                defined.add(name)
+                ns = name.rpartition(".")[0] or None
+            if "type" in out and not (isinstance(out["type"], str) and full(out["type"], ns) not in types):
+                out["type"] = walk(out["type"], ns)
             if "fields" in out:
-                out["fields"] = [walk(f) for f in out["fields"]]
+                out["fields"] = [walk(f, ns) for f in out["fields"]]
             if "items" in out:
-                out["items"] = walk(out["items"])
+                out["items"] = walk(out["items"], ns)
             if "values" in out:
-                out["values"] = walk(out["values"])
+                out["values"] = walk(out["values"], ns)
             return out
         return node
 
-    return walk(schema)
+    return walk(schema, None)
 
 
 class SchemaCatalog:
@@ -151,6 +158,12 @@ class SchemaCatalog:
                 schema = inline_references(read(v["file"]), refs)
                 if not isinstance(schema, dict):
                     raise CatalogError(f"{v['file']}: a subject's schema must be a record")
+                try:  # fastavro checks names, references and that defaults fit their types
+                    fastavro.parse_schema(schema)
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise CatalogError(
+                        f"{subject} v{v['version']} ({v['file']}) is not valid Avro: {exc}"
+                    ) from exc
                 record = f"{schema.get('namespace')}.{schema['name']}"
                 if record != entry["record"]:
                     raise CatalogError(f"{v['file']} defines {record}, catalog says {entry['record']}")

@@ -20,7 +20,6 @@ from atmpnet.contract.events import EVENT_TYPE_BY_RECORD, Event, parse_event
 from atmpnet.contract.registry import CatalogSource, SchemaSource
 from atmpnet.errors import (
     BadMagicByte,
-    ContractError,
     EncodingError,
     MalformedPayload,
     TruncatedPayload,
@@ -79,7 +78,7 @@ class AvroCodec:
         buf.write(writer.header)
         try:
             fastavro.schemaless_writer(buf, writer.schema, record)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise EncodingError(f"cannot encode a {subject} record: {exc}") from exc
         return buf.getvalue()
 
@@ -89,17 +88,23 @@ class AvroCodec:
         reader = self._readers.get(schema_id)
         if reader is None:
             writer_schema = self.source.writer_schema(schema_id)
-            record = f"{writer_schema.get('namespace')}.{writer_schema['name']}"
-            subject = self.catalog.subject_for_record(record)
-            latest = self.catalog.latest(subject)
-            same = _parse(writer_schema) if writer_schema == latest.schema else None
+            if not isinstance(writer_schema, dict) or writer_schema.get("type") != "record":
+                raise MalformedPayload(f"schema id {schema_id} is not an event record schema")
+            record = f"{writer_schema.get('namespace')}.{writer_schema.get('name')}"
             event_type = EVENT_TYPE_BY_RECORD.get(record)
             if event_type is None:
-                raise ContractError(f"no event model for record {record}")
+                raise MalformedPayload(f"schema id {schema_id} writes {record}, which is no atmpnet event")
+            latest = self.catalog.latest(self.catalog.subject_for_record(record))
+            try:
+                writer = _parse(writer_schema)
+            except (ValueError, KeyError, TypeError) as exc:  # fastavro's parse errors are ValueErrors
+                raise MalformedPayload(
+                    f"writer schema {schema_id} of {record} does not parse: {exc}"
+                ) from exc
             reader = _Reader(
                 record=record,
-                writer=same if same is not None else _parse(writer_schema),
-                reader=None if same is not None else _parse(latest.schema),
+                writer=writer,
+                reader=None if writer_schema == latest.schema else _parse(latest.schema),
                 event_type=event_type,
             )
             self._readers[schema_id] = reader

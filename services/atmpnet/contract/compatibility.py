@@ -16,9 +16,9 @@ PROMOTIONS = {
     "int": {"long", "float", "double"},
     "long": {"float", "double"},
     "float": {"double"},
-    "string": {"bytes"},
-    "bytes": {"string"},
+    "string": {"bytes"},  # bytes -> string is not: arbitrary bytes need not be UTF-8
 }
+NAMED = ("record", "enum", "fixed")
 
 
 def incompatibilities(reader: AvroSchema, writer: AvroSchema) -> list[str]:
@@ -96,6 +96,15 @@ def _describe(node: Any) -> str:
     return str(node.get("logicalType", node["type"]))
 
 
+def _same_name(r: Any, r_ns: str | None, w: Any, w_ns: str | None) -> bool:
+    """For named types: the writer's full name is the reader's or one of its aliases."""
+    if _kind(r) not in NAMED:
+        return True
+    parent = r.get("namespace", r_ns)
+    names = {_full(r["name"], parent), *(_full(a, parent) for a in r.get("aliases", []))}
+    return _full(w["name"], w.get("namespace", w_ns)) in names
+
+
 def _check(  # noqa: PLR0912 - one case per Avro type is clearest
     rr: _Resolver,
     r_node: AvroSchema,
@@ -119,12 +128,18 @@ def _check(  # noqa: PLR0912 - one case per Avro type is clearest
             out.extend(sub)
         return
     if rk == "union":
-        for branch in r:
-            sub = []
-            _check(rr, branch, wr, w, path, sub, seen, r_ns, w_ns)
-            if not sub:
-                return
-        out.append(f"{where}: writer type {_describe(w)} matches no branch of the reader's union")
+        # like a reader, take the first branch of the same kind (and name), then a promotion
+        branches = [rr.resolve(b, r_ns) for b in r]
+        exact = [b for b in branches if _kind(b[0]) == wk and _same_name(b[0], b[1], w, w_ns)]
+        promoted = [b for b in branches if _kind(b[0]) in PROMOTIONS.get(wk, set())]
+        if not exact and not promoted:
+            out.append(f"{where}: writer type {_describe(w)} matches no branch of the reader's union")
+            return
+        branch, branch_ns = (exact or promoted)[0]
+        _check(rr, branch, wr, w, path, out, seen, branch_ns, w_ns)
+        return
+    if "__unknown__" in (rk, wk):
+        out.append(f"{where}: named type {(r if rk == '__unknown__' else w)['name']} is not defined")
         return
 
     if rk != wk and rk not in PROMOTIONS.get(wk, set()):
@@ -134,13 +149,9 @@ def _check(  # noqa: PLR0912 - one case per Avro type is clearest
         out.append(f"{where}: logical type changed from {w.get('logicalType')} to {r.get('logicalType')}")
         return
 
-    if rk in ("record", "enum", "fixed"):
-        r_name = r["name"].rpartition(".")[2]
-        w_name = w["name"].rpartition(".")[2]
-        aliases = {a.rpartition(".")[2] for a in r.get("aliases", [])}
-        if r_name != w_name and w_name not in aliases:
-            out.append(f"{where}: {rk} name changed from {w_name} to {r_name}")
-            return
+    if rk in NAMED and not _same_name(r, r_ns, w, w_ns):
+        out.append(f"{where}: {rk} name changed from {w['name']} to {r['name']}")
+        return
 
     if rk == "record":
         key = (_full(r["name"], r_ns), _full(w["name"], w_ns))

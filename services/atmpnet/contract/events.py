@@ -33,6 +33,9 @@ Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Ident = Annotated[str, Field(min_length=1, max_length=128)]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Avro int and long ranges: Java consumers and Int32/Int64 columns hold no more
+AvroInt = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+AvroLong = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
 class RuleViolation(ValueError):
@@ -125,13 +128,13 @@ class Envelope(ContractModel):
     event_id: UUID
     site_id: Slug | None = None
     module_id: Ident | None = None
-    lane: Annotated[int, Field(ge=1, le=1024)] | None = None
+    lane: Annotated[AvroInt, Field(ge=1, le=1024)] | None = None
     batch_id: Ident | None = None
     occurred_at: UtcDatetime
     published_at: UtcDatetime
-    sequence: Annotated[int, Field(ge=1)]
+    sequence: Annotated[AvroLong, Field(ge=1)]
     producer: Producer
-    schema_version: Annotated[int, Field(ge=1)]
+    schema_version: Annotated[AvroInt, Field(ge=1)]
 
 
 class Event(ContractModel):
@@ -190,8 +193,8 @@ class BatchStep(Event):
     transition: StepTransition
     step: ProcessStep
     product_code: Ident
-    attempt: Annotated[int, Field(ge=1)] = 1
-    expected_duration_minutes: Annotated[int, Field(ge=1)] | None = None
+    attempt: Annotated[AvroInt, Field(ge=1)] = 1
+    expected_duration_minutes: Annotated[AvroInt, Field(ge=1)] | None = None
     results: StepResults | None = None
     failure_reason: str | None = None
     performed_by: Ident | None = None
@@ -223,7 +226,7 @@ class SensorSummary(Event):
     window_end: UtcDatetime
     parameter: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
     unit: Annotated[str, Field(min_length=1, max_length=32)]
-    count: Annotated[int, Field(ge=0)]
+    count: Annotated[AvroLong, Field(ge=0)]
     min: Finite | None = None
     max: Finite | None = None
     mean: Finite | None = None
@@ -233,8 +236,8 @@ class SensorSummary(Event):
     alert_high: Finite | None = None
     action_low: Finite | None = None
     action_high: Finite | None = None
-    samples_outside_alert: Annotated[int, Field(ge=0)] = 0
-    samples_outside_action: Annotated[int, Field(ge=0)] = 0
+    samples_outside_alert: Annotated[AvroLong, Field(ge=0)] = 0
+    samples_outside_action: Annotated[AvroLong, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _consistent(self) -> SensorSummary:
@@ -334,7 +337,7 @@ class ModuleConfiguration(Event):
 
     module_type: Slug
     serial_number: Ident
-    lanes: Annotated[int, Field(ge=1, le=1024)]
+    lanes: Annotated[AvroInt, Field(ge=1, le=1024)]
     components: list[Component]
     change_reason: str | None = None
 

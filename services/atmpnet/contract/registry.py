@@ -11,9 +11,9 @@ import json
 import warnings
 from typing import Any, Protocol
 
-with warnings.catch_warnings():
+with warnings.catch_warnings(record=True):
     # authlib, imported by the registry client, warns about its own httpx integration on import
-    warnings.simplefilter("ignore", DeprecationWarning)
+    # and forces an "always" filter for it, so record (and drop) instead of filtering
     from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -100,5 +100,10 @@ class RegistrySource:
             raise UnknownSchemaId(schema_id, "schema registry") from exc
         if registered.schema_type not in (None, "AVRO"):
             raise ContractError(f"schema id {schema_id} is {registered.schema_type}, not AVRO")
+        if registered.references:
+            # atmpnet registers self-contained schemas; references would need resolving here
+            raise ContractError(
+                f"schema id {schema_id} uses schema references, which atmpnet does not resolve"
+            )
         parsed: dict[str, Any] = json.loads(str(registered.schema_str))
         return parsed

@@ -120,3 +120,29 @@ def test_errors_share_one_root() -> None:
 
     for error in (BadMagicByte, TruncatedPayload, MalformedPayload, UnknownSchemaId, PayloadError):
         assert issubclass(error, AtmpError)
+
+
+def test_values_beyond_avro_ranges_are_refused_by_the_model() -> None:
+    from atmpnet.contract.events import BatchStep, parse_event
+    from atmpnet.errors import EventValidationError
+
+    event = next(e for e in EXAMPLES if isinstance(e, BatchStep))
+    data = event.model_dump()
+    data["attempt"] = 2**31
+    data["envelope"]["sequence"] = 2**63
+    with pytest.raises(EventValidationError) as info:
+        parse_event(BatchStep, data)
+    assert {e.path for e in info.value.errors} == {"attempt", "envelope.sequence"}
+
+
+def test_a_registry_id_that_is_no_event_record_is_a_payload_error(catalog: object) -> None:
+    import uuid
+
+    from atmpnet.contract.registry import RegistrySource
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    client = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+    key_id = client.register_schema("atmp.batch-steps.v1-key", Schema('{"type": "string"}', "AVRO"))
+    codec = AvroCodec(catalog, RegistrySource(catalog, "mock://", client=client))  # type: ignore[arg-type]
+    with pytest.raises(MalformedPayload, match="not an event record schema"):
+        codec.decode(b"\x00" + struct.pack(">I", key_id) + b"\x02a")

@@ -133,3 +133,37 @@ def test_recursive_records_terminate() -> None:
         "fields": [{"name": "v", "type": "int"}, {"name": "next", "type": ["null", "Node"], "default": None}],
     }
     assert incompatibilities(node, node) == []
+
+
+def test_reader_union_uses_the_first_matching_branch_like_a_reader_does() -> None:
+    old = {"type": "record", "name": "Old", "fields": [{"name": "x", "type": "int"}]}
+    strict_old = {
+        "type": "record",
+        "name": "Old",
+        "fields": [{"name": "x", "type": "int"}, {"name": "y", "type": "int"}],
+    }
+    new = {"type": "record", "name": "New", "aliases": ["Old"], "fields": [{"name": "x", "type": "int"}]}
+    # the reader picks strict_old (same name) and fails on y, even though `new` could read it
+    problems = incompatibilities(["null", strict_old, new], old)
+    assert any("y: field added without a default" in p for p in problems)
+
+
+def test_bytes_cannot_be_read_as_string_but_string_as_bytes_can() -> None:
+    assert incompatibilities(record({"name": "a", "type": "string"}), record({"name": "a", "type": "bytes"}))
+    assert (
+        incompatibilities(record({"name": "a", "type": "bytes"}), record({"name": "a", "type": "string"}))
+        == []
+    )
+
+
+def test_aliases_compare_full_names() -> None:
+    writer = {"type": "record", "name": "W", "namespace": "new", "fields": []}
+    other_ns = {"type": "record", "name": "R", "namespace": "x", "aliases": ["old.W"], "fields": []}
+    right_ns = {"type": "record", "name": "R", "namespace": "x", "aliases": ["new.W"], "fields": []}
+    assert incompatibilities(other_ns, writer)
+    assert incompatibilities(right_ns, writer) == []
+
+
+def test_undefined_names_are_reported() -> None:
+    problems = incompatibilities(record({"name": "a", "type": "Foo"}), record({"name": "a", "type": "Bar"}))
+    assert any("is not defined" in p for p in problems)
