@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from atmpnet.contract.codec import AvroCodec
@@ -30,16 +31,7 @@ def test_one_key_lands_on_one_partition_in_order(
     settings: Settings, kafka_bootstrap: str, codec: AvroCodec, topics: dict[type[Event], str]
 ) -> None:
     base = example_events()[0]
-    steps = [
-        base.model_copy(
-            update={
-                "envelope": base.envelope.model_copy(
-                    update={"sequence": n, "event_id": __import__("uuid").uuid4()}
-                )
-            }
-        )
-        for n in range(1, 41)
-    ]
+    steps = [base.with_envelope(sequence=n, event_id=uuid.uuid4()) for n in range(1, 41)]
     delivered = round_trip(settings, kafka_bootstrap, codec, steps, topics)
     assert len({d.partition for d in delivered}) == 1
     offsets = [d.offset for d in delivered]

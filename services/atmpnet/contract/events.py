@@ -38,6 +38,9 @@ AvroInt = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 AvroLong = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 
+E = TypeVar("E", bound="Event")
+
+
 class RuleViolation(ValueError):
     """A cross-field rule broken at ``path``; becomes a FieldError with that path."""
 
@@ -163,6 +166,10 @@ class Event(ContractModel):
     def partition_key(self) -> str:
         """Kafka key: events with one key keep their order."""
         raise NotImplementedError
+
+    def with_envelope(self: E, **changes: Any) -> E:
+        """A copy of the event with envelope fields replaced (not re-validated)."""
+        return self.model_copy(update={"envelope": self.envelope.model_copy(update=changes)})
 
     def to_avro(self) -> dict[str, Any]:
         """The event as the dict fastavro writes (enums as symbols, UTC datetimes, UUIDs)."""
@@ -400,9 +407,6 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
             reason = "required"
         out.append(FieldError(path, reason))
     return out
-
-
-E = TypeVar("E", bound=Event)
 
 
 def parse_event(event_type: type[E], data: Any) -> E:

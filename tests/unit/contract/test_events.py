@@ -127,7 +127,5 @@ def test_partition_keys_follow_the_topic_table() -> None:
         "ValidatedBaseline": "closed-expansion-a",
     }
     deviation = next(e for e in example_events() if isinstance(e, Deviation))
-    no_batch = deviation.model_copy(
-        update={"envelope": deviation.envelope.model_copy(update={"batch_id": None})}
-    )
+    no_batch = deviation.with_envelope(batch_id=None)
     assert no_batch.partition_key() == "bos-m01"
