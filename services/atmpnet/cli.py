@@ -129,6 +129,15 @@ def schemas_docs(
     typer.echo(f"wrote {output}")
 
 
+# --- site commands (publish, simulate, gateway): see atmpnet.site ---
+
+
+# --- stream and warehouse commands (process, rebuild, migrate): see atmpnet.streams, atmpnet.warehouse ---
+
+
+# --- api commands (serve): see atmpnet.api ---
+
+
 def main() -> None:
     """Entry point that turns AtmpError into a one-line message and exit code 2."""
     try:

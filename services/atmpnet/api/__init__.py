@@ -1,0 +1,1 @@
+"""Query API and web dashboard."""
