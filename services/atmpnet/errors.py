@@ -92,3 +92,33 @@ class EmbeddedStackError(AtmpError):
 
 class WarehouseError(AtmpError):
     """ClickHouse refused a statement or could not be reached."""
+
+
+class OutboxFull(AtmpError):
+    """Backpressure: the publisher's outbox already holds ``max_pending`` undelivered events."""
+
+
+class PublishRefused(AtmpError):
+    """The publisher refuses an event, e.g. one whose site differs from the publisher's own."""
+
+
+class OutboxError(AtmpError):
+    """The durable outbox (SQLite) could not be opened, read or written."""
+
+
+class SchemaRegistrationError(ContractError):
+    """The Schema Registry refused the catalog's import, could not be reached, or disagrees after it."""
+
+
+class SchemaIdConflict(SchemaRegistrationError):
+    """The registry already holds something else under a catalog id (or subject version)."""
+
+    def __init__(self, schema_id: int, subject: str, version: int, reason: str) -> None:
+        self.schema_id = schema_id
+        self.subject = subject
+        self.version = version
+        super().__init__(f"schema id {schema_id} ({subject} v{version}): {reason}")
+
+
+class SimulationError(AtmpError):
+    """The network simulator was misused or asked for something it cannot produce."""

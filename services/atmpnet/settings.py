@@ -8,13 +8,36 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from atmpnet.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class ApiToken(BaseModel):
+    """One API bearer token: who holds it, its role, and the secret (or only its SHA-256)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(
+        min_length=1, max_length=64, description="Holder, shown in audit logs (never the secret)."
+    )
+    role: Literal["operations", "quality", "site"]
+    site_id: str | None = Field(default=None, description="The one site a site token may see.")
+    token: SecretStr | None = None
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_secret_and_site(self) -> ApiToken:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError(f"api token {self.name!r}: give exactly one of token or token_sha256")
+        if (self.role == "site") != (self.site_id is not None):
+            raise ValueError(f"api token {self.name!r}: site_id is required for role site, and only for it")
+        return self
 
 
 class Settings(BaseSettings):
@@ -66,6 +89,25 @@ class Settings(BaseSettings):
     clickhouse_database: str = Field(default="atmpnet", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     broker_start_timeout_s: float = Field(default=15.0, gt=0)
+
+    # --- query API (atmpnet.api) ---
+    api_host: str = Field(default="127.0.0.1", description="Address the query API and dashboard bind.")
+    api_port: int = Field(default=8080, ge=0, le=65535, description="Port of the API; 0 picks a free one.")
+    api_tokens: list[ApiToken] = Field(
+        default_factory=list,
+        description='API bearer tokens as JSON: [{"name": "ops", "role": "operations", "token": "..."}, '
+        '{"name": "lyon", "role": "site", "site_id": "site-a", "token_sha256": "<hex>"}]; '
+        "unset: `atmpnet serve` makes development tokens in data_dir/api-tokens.json.",
+    )
+
+    gateway_keys_path: Path | None = Field(
+        default=None, description="The ingest gateway's API keys (hashed); unset: data_dir/gateway/keys.json."
+    )
+    gateway_max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body the gateway reads (413 beyond)."
+    )
+    gateway_max_batch_events: int = Field(default=1000, ge=1, description="Most events in one batch request.")
+    gateway_retry_after_s: int = Field(default=5, ge=1, description="Retry-After of a 503 (outbox full).")
 
     @field_validator("clickhouse_url")
     @classmethod
