@@ -20,6 +20,7 @@ from atmpnet.contract.events import EVENT_TYPES, Event
 from atmpnet.settings import REPO_ROOT, Settings
 from atmpnet.transport import ensure_topics
 from clickhouse_connect.driver.client import Client
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,6 +47,23 @@ def docker_engine_answers() -> bool:
         return True
     except Exception:
         return False
+
+
+_METRICS = InMemoryMetricReader()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _telemetry() -> None:
+    """OpenTelemetry is process-global: configure it once, first, with a metric reader tests can read."""
+    from atmpnet import telemetry
+
+    telemetry.configure("atmpnet-tests", metric_readers=[_METRICS])
+
+
+@pytest.fixture(scope="session")
+def metric_reader() -> InMemoryMetricReader:
+    """The session's metric reader (every atmpnet instrument reports to it)."""
+    return _METRICS
 
 
 @pytest.fixture(scope="session")

@@ -41,11 +41,17 @@ def _codec(catalog: SchemaCatalog) -> AvroCodec:
 
 
 @app.callback()
-def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail.")) -> None:
+def _main(
+    ctx: typer.Context, verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail.")
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from atmpnet.telemetry import configure_from_settings
+
+    # one service name per command, so a trace shows which process did what
+    configure_from_settings(get_settings(), f"atmpnet-{ctx.invoked_subcommand or 'cli'}")
 
 
 @app.command()
@@ -219,7 +225,7 @@ def publish_command(
                 if line.strip():
                     try:
                         chunk.append(parse_json_event(json.loads(line), fill_stamped=assign_sequences))
-                    except ValueError as exc:  # EventValidationError is no ValueError: JSON errors only
+                    except (ValueError, RecursionError) as exc:  # JSON errors only (not EventValidationError)
                         rejected += 1
                         typer.echo(f"line {number}: not JSON: {exc}", err=True)
                     except EventValidationError as exc:
@@ -402,6 +408,7 @@ def process(
     topic_suffix: str = typer.Option("", help="Read <topic><suffix> (isolated test and benchmark runs)."),
     dead_letter_topic: str = typer.Option("atmp.dead-letter.v1", help="Where rejected records go."),
     engine: str = typer.Option("faust", help="faust (the faust agent) or batch (confluent-kafka loop)."),
+    views: bool = typer.Option(True, help="Refresh the views and publish derived streams after each write."),
 ) -> None:
     """Run the ingest processor: input topics -> event store and dead letters, until stopped."""
     from atmpnet.contract.events import EVENT_TYPES
@@ -434,6 +441,15 @@ def process(
         router=router,
         dead_letter_topic=dead_letter_topic,
     )
+    if views:
+        from atmpnet.contract.events import DERIVED_EVENT_TYPES
+        from atmpnet.streams.derived import DerivedPublisher, ViewProjector
+        from atmpnet.transport import ensure_topics, producer_config
+
+        derived = {t: t.TOPIC + topic_suffix for t in DERIVED_EVENT_TYPES}
+        ensure_topics(settings, servers, list(derived.values()))
+        publisher = DerivedPublisher(producer_config(settings, servers), processor.core.codec, derived)
+        processor.add_after_write(ViewProjector(publisher))
     typer.echo(f"processing {', '.join(processor.topics)} from {servers}", err=True)
     processor.run()
     typer.echo(f"stopped: {processor.records_processed} records in {processor.batches} batches", err=True)

@@ -21,6 +21,8 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from atmpnet.settings import Settings
+
 # Kafka headers as confluent-kafka and aiokafka give them: (name, value) pairs
 KafkaHeaders = Sequence[tuple[str, bytes | str | None]]
 
@@ -74,6 +76,37 @@ def configure(
         metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=list(metric_readers)))
         propagate.set_global_textmap(_PROPAGATOR)
         _configured = True
+
+
+def configure_from_settings(settings: Settings, service_name: str) -> None:
+    """Install providers as settings say: OTLP/HTTP to a collector, stderr, or in-process only.
+
+    Spans are always made and their context always travels in Kafka headers, so a trace
+    continues across processes even when this process exports nothing.
+    """
+    exporters: list[SpanExporter] = []
+    readers: list[MetricReader] = []
+    if settings.otel_exporter_otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        base = settings.otel_exporter_otlp_endpoint.rstrip("/")
+        exporters.append(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics")))
+    if settings.otel_console:
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        exporters.append(ConsoleSpanExporter())
+    processor = None
+    if len(exporters) > 1:
+        processor = BatchSpanProcessor(exporters[1])
+    configure(
+        service_name,
+        span_exporter=exporters[0] if exporters else None,
+        span_processor=processor,
+        metric_readers=readers,
+    )
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -16,7 +17,14 @@ import pytest
 import uvicorn
 from atmpnet import telemetry
 from atmpnet.contract.codec import AvroCodec
-from atmpnet.contract.events import BatchStep, Deviation, Event, SensorSummary, ValidatedBaseline
+from atmpnet.contract.events import (
+    BatchStep,
+    Deviation,
+    Event,
+    ModuleConfiguration,
+    SensorSummary,
+    ValidatedBaseline,
+)
 from atmpnet.contract.examples import example_events
 from atmpnet.contract.jsonl import event_to_json
 from atmpnet.sample import read_back
@@ -158,6 +166,21 @@ def test_a_spoofed_site_is_refused_with_both_sites_named_and_nothing_stored(
     # the refused event took no sequence number: the next accepted one of the module is 1
     ok = client.post("/v1/events", json=as_json(fresh(spoofed, site_id=SITE)), headers=bearer(keys.site))
     assert ok.status_code == 202 and ok.json()["accepted"][0]["sequence"] == 1
+
+
+@pytest.mark.parametrize("event_type", [BatchStep, SensorSummary, Deviation, ModuleConfiguration])
+def test_every_site_event_type_is_refused_from_another_sites_key(
+    client: TestClient, keys: Keys, event_type: type[Event]
+) -> None:
+    event = examples()[event_type]
+    r = client.post("/v1/events", json=as_json(event), headers=bearer(keys.other_site))
+    assert r.status_code == 403, r.text
+    assert r.json()["code"] == "site_mismatch"
+    # nor is it accepted with the site left out
+    siteless = as_json(event)
+    siteless["event"]["envelope"]["site_id"] = None
+    r = client.post("/v1/events", json=siteless, headers=bearer(keys.site))
+    assert r.status_code in (403, 422), r.text
 
 
 def test_baselines_need_a_network_key_and_network_keys_publish_only_baselines(
@@ -318,6 +341,18 @@ def test_a_batch_over_the_event_limit_gets_413(
         assert r.status_code == 413 and r.json()["code"] == "too_many_events"
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_non_finite_number_is_refused_with_its_path(client: TestClient, keys: Keys, number: str) -> None:
+    # Python's json reads these; Avro and ClickHouse would store them, and no reading is NaN
+    obj = as_json(examples()[SensorSummary])
+    obj["event"]["mean"] = "@"
+    body = json.dumps(obj).replace('"@"', number)
+    headers = bearer(keys.site) | {"Content-Type": "application/json"}
+    r = client.post("/v1/events", content=body, headers=headers)
+    assert r.status_code == 422, r.text
+    assert [e["path"] for e in r.json()["errors"]] == ["event.mean"]
+
+
 def test_a_full_outbox_answers_503_with_retry_after(
     settings: Settings, keys: Keys, codec: AvroCodec, topics: dict[type[Event], str]
 ) -> None:
@@ -333,9 +368,25 @@ def test_a_full_outbox_answers_503_with_retry_after(
         assert r.status_code == 503
         assert r.headers["retry-after"] == str(settings.gateway_retry_after_s)
         assert r.json()["code"] == "outbox_full"
+        assert str(settings.data_dir) not in r.text  # no server paths for the client
         # other sites have outboxes of their own
         other = fresh(step, site_id=OTHER_SITE)
         assert c.post("/v1/events", json=as_json(other), headers=bearer(keys.other_site)).status_code == 202
+
+
+def test_a_second_gateway_on_the_same_outboxes_answers_503_and_stores_nothing(
+    settings: Settings, keys: Keys, codec: AvroCodec, topics: dict[type[Event], str]
+) -> None:
+    step = examples()[BatchStep]
+    with TestClient(make_app(settings, keys, codec, topics)) as first:
+        assert first.post("/v1/events", json=as_json(step), headers=bearer(keys.site)).status_code == 202
+        with TestClient(make_app(settings, keys, codec, topics)) as second:
+            r = second.post("/v1/events", json=as_json(fresh(step)), headers=bearer(keys.site))
+            assert r.status_code == 503 and r.json()["code"] == "outbox_unavailable", r.text
+            assert str(settings.data_dir) not in r.text
+        # the first gateway's sequences went on undisturbed
+        r = first.post("/v1/events", json=as_json(fresh(step)), headers=bearer(keys.site))
+        assert r.json()["accepted"][0]["sequence"] == 2
 
 
 def test_openapi_documents_both_endpoints_with_examples_that_are_accepted(

@@ -61,17 +61,19 @@ def test_good_lines_are_published_and_each_bad_line_is_reported_by_number(
         "",  # blank lines are skipped
         json.dumps(bad_step),
         *(event_to_line(e) for e in events[2:]),
+        "[" * 100_000,  # nested too deep for the parser: a bad line, not a crash
     ]
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(lines) + "\n")
     result = runner.invoke(app, ["publish", str(path), "--topic-suffix", suffix_of(topics)])
     assert result.exit_code == 1, result.output
-    assert result.stdout.startswith(f"published {len(events)}, rejected 2 ")
+    assert result.stdout.startswith(f"published {len(events)}, rejected 3 ")
     errors = result.stderr.splitlines()
     assert errors[0].startswith("line 2: not JSON")
     assert errors[1].startswith("line 5: invalid BatchStep: ")
     assert "event.step: Input should be 'APHERESIS_RECEIPT'," in errors[1]  # every failing field
     assert "; event.results.viability_percent: Input should be less than or equal to 100" in errors[1]
+    assert errors[2].startswith(f"line {len(lines)}: not JSON")
 
     got = read_back(settings, kafka_bootstrap, codec, sorted(set(topics.values())), len(events), timeout_s=20)
     # files carry their sequences: published as they are, unless --assign-sequences

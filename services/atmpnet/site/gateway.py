@@ -230,8 +230,9 @@ def _items(errors: list[FieldError], index: int | None, prefix: str = "") -> lis
 class _SiteLane:
     """A site's publisher, created and used only on its own thread.
 
-    The outbox's SQLite connection then never crosses threads, writes of one site are
-    serialised (SQLite serialises them anyway), and the event loop never blocks on them.
+    Writes of one site are then serialised (SQLite serialises them anyway) and the event loop
+    never blocks on an outbox commit (an fsync). The publisher's own delivery thread shares the
+    connection under the outbox's lock.
     """
 
     def __init__(self, site_id: str | None, factory: PublisherFactory) -> None:
@@ -523,7 +524,9 @@ class IngestGateway:
                 stored = await lane.run(functools.partial(_publish, events=events))
             except OutboxFull as exc:
                 _events_counter.add(len(events), {"outcome": "outbox_full", **site})
-                detail = f"the outbox is full, retry later: {exc}"
+                log.warning("outbox of %s is full: %s", principal, exc)
+                # the client gets no server path: the details are in the log above
+                detail = "the site's outbox is full (the broker is not acknowledging in time); retry later"
                 raise GatewayProblem(503, "outbox_full", detail, headers=self._retry_after) from exc
             except PublishRefused as exc:
                 raise GatewayProblem(403, "publish_refused", str(exc)) from exc

@@ -7,12 +7,18 @@ gaps across restarts, and it is deleted only when the broker has acknowledged it
 acknowledgement keeps the file bounded: the outbox holds exactly the undelivered records.
 
 The connection is shared by the publishing threads and the delivery thread under one lock
-(``check_same_thread=False``); SQLite itself serialises writers to one file anyway.
+(``check_same_thread=False``); SQLite itself serialises writers to one file anyway. One outbox
+belongs to one ``Outbox`` at a time: the counters (next id, last sequences, pending) live in
+memory, so a second writer would stamp duplicate sequences. An exclusive ``flock`` on a
+``<file>.lock`` beside it enforces that; the kernel releases it when the owner dies, so a
+restart after a crash opens the outbox at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -109,8 +115,8 @@ class Outbox:
         self._ack_lock = threading.Lock()
         self._acknowledged: list[int] = []
         self._acknowledged_since = 0.0
+        self._owner = _claim(path)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             # autocommit mode: transactions are begun and ended explicitly below
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -121,6 +127,7 @@ class Outbox:
             )
             count, max_id = self._db.execute("SELECT count(*), coalesce(max(id), 0) FROM outbox").fetchone()
         except sqlite3.Error as exc:
+            os.close(self._owner)
             raise OutboxError(f"cannot open the outbox {path}: {exc}") from exc
         self._pending: int = count
         self._next_id: int = max_id + 1
@@ -139,6 +146,8 @@ class Outbox:
         """
         if count > self.max_pending:
             raise OutboxFull(f"{count} events can never fit an outbox of max_pending={self.max_pending}")
+        if self._pending + count > self.max_pending and self._acknowledged:
+            self.apply_acknowledged()  # room the broker made already, its deletion not yet committed
         with self._room:
             if self._pending + count <= self.max_pending:
                 return
@@ -198,7 +207,8 @@ class Outbox:
                         )
                     self._db.execute("COMMIT")
                 except BaseException:
-                    self._db.execute("ROLLBACK")
+                    if self._db.in_transaction:  # SQLite may have rolled back already (disk full, I/O)
+                        self._db.execute("ROLLBACK")
                     raise
             except BaseException as exc:
                 with self._ack_lock:
@@ -312,3 +322,25 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+            os.close(self._owner)  # releases the flock: the next owner may open it
+
+
+def _claim(path: Path) -> int:
+    """Lock ``path`` for this Outbox (a descriptor holding an exclusive flock), else OutboxError.
+
+    The lock is on a separate file: closing any descriptor of the database file itself would
+    drop SQLite's own POSIX locks on it.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise OutboxError(f"cannot open the outbox {path}: {exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        raise OutboxError(
+            f"the outbox {path} is in use by another publisher (one outbox, one writer at a time)"
+        ) from exc
+    return fd

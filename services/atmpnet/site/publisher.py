@@ -134,7 +134,11 @@ class SitePublisher:
         )
         self._message_limit = int(self._config.get("message.max.bytes", 1_000_000))
         self._outbox = Outbox(outbox_path, max_pending=max_pending, durability=durability)
-        self._producer = Producer(self._config)
+        try:
+            self._producer = Producer(self._config)
+        except BaseException:
+            self._outbox.close()  # else its lock is held until the process ends
+            raise
         self._generation = 0
         # written by delivery callbacks (delivery thread), drained by the same thread
         self._acked: list[tuple[int, str | None]] = []
@@ -252,11 +256,19 @@ class SitePublisher:
             except BufferError:
                 self._backlog_after = row_id - 1
                 return False
-            except KafkaException as exc:
-                # stored but not handed over: the event is safe, the delivery thread retries it
-                log.warning("cannot produce to %s (%s); retrying from the outbox", topic, exc)
+            except BaseException as exc:
+                # committed, so published: never raise it to the caller (a retry would store it
+                # twice) and never leave it unsent; the delivery thread retries from the outbox
                 self._backlog_after = row_id - 1
                 self._retry_at = time.monotonic() + _RETRY_AFTER_S
+                if not isinstance(exc, Exception):
+                    raise  # KeyboardInterrupt and the like: the row is in the backlog already
+                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+                fatal = isinstance(error, KafkaError) and error.fatal()
+                log.warning("cannot produce to %s (%s); retrying from the outbox", topic, exc)
+                if fatal:  # this producer never produces again: a new session resends everything
+                    self._rebuild_producer()
+                    self._backlog_after = 0
                 return False
         return True
 

@@ -33,8 +33,10 @@ class Unsupported(Exception):
 
 
 def _write_long(out: bytearray, n: int) -> None:
-    """Zigzag varint, as Avro writes int and long."""
+    """Zigzag varint, as Avro writes int and long; a value outside the long range is refused."""
     n = (n << 1) ^ (n >> 63)
+    if n >> 64:  # outside [-2**63, 2**63): the bytes would decode as another number (fastavro raises too)
+        raise OverflowError(f"{n} is outside the Avro long range")
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
         n >>= 7
@@ -130,8 +132,9 @@ class _Compiler:
             self.emit(indent, f"out += {table}[{expr}]")
         elif kind == "array":
             var, item = self.name("a"), self.name("i")
+            # len() first: a missing (None) array is an error, as in fastavro, not an empty one
             self.emit(indent, f"{var} = {expr}")
-            self.emit(indent, f"if {var}:")
+            self.emit(indent, f"if len({var}):")
             self.emit(indent + 1, f"write_long(out, len({var}))")
             self.emit(indent + 1, f"for {item} in {var}:")
             self.value(schema["items"], item, indent + 2)
@@ -272,7 +275,7 @@ def _guarded(write: EventWriter, subject: str) -> EventWriter:
     def encode(event: Event) -> bytes:
         try:
             return write(event)
-        except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
+        except (TypeError, ValueError, KeyError, AttributeError, OverflowError, struct.error) as exc:
             raise EncodingError(f"cannot encode a {subject} record: {exc}") from exc
 
     return encode

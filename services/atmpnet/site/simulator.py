@@ -1,37 +1,6 @@
-"""The network simulator's public face; the parts live in ``atmpnet.site.simulation``."""
+"""The network simulator's public face; the parts live in ``atmpnet.site.simulation``.
 
-from atmpnet.site.simulation import (
-    DEVIATION_CLASSES,
-    MODULE_TYPES,
-    SEVERITIES,
-    DeviationRates,
-    DriftInterval,
-    GroundTruth,
-    JsonLinesSink,
-    ModuleType,
-    NetworkConfig,
-    RunSummary,
-    Simulation,
-    SiteProfile,
-    SiteTruth,
-    default_sites,
-    run_simulation,
-)
+The star import re-exports exactly ``atmpnet.site.simulation.__all__``: the list is kept once.
+"""
 
-__all__ = [
-    "DEVIATION_CLASSES",
-    "MODULE_TYPES",
-    "SEVERITIES",
-    "DeviationRates",
-    "DriftInterval",
-    "GroundTruth",
-    "JsonLinesSink",
-    "ModuleType",
-    "NetworkConfig",
-    "RunSummary",
-    "Simulation",
-    "SiteProfile",
-    "SiteTruth",
-    "default_sites",
-    "run_simulation",
-]
+from atmpnet.site.simulation import *  # noqa: F403

@@ -173,11 +173,18 @@ class SiteKeyStore:
             body = {"version": _FILE_VERSION, "keys": [asdict(r) for r in records.values()]}
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a leftover temporary file keeps its old mode through O_CREAT
             with os.fdopen(fd, "w") as f:
                 json.dump(body, f, indent=2)
                 f.flush()
                 os.fsync(f.fileno())
             tmp.replace(self.path)
+            # the rename itself must survive a power cut, or a revoked key comes back
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
 
     def add(self, *, site_id: str | None, role: KeyRole = KeyRole.SITE, label: str | None = None) -> str:
         """Create a key and return it: the only time its secret is seen."""

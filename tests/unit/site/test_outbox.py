@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from atmpnet.errors import OutboxFull
+from atmpnet.errors import OutboxError, OutboxFull
 from atmpnet.site.outbox import Outbox
 
 
@@ -183,3 +185,32 @@ def test_acknowledgements_survive_a_failed_commit(tmp_path: Path) -> None:
     assert outbox.pending() == 2
     assert outbox.apply_acknowledged() == 2
     assert outbox.pending() == 0
+
+
+def test_an_outbox_in_use_cannot_be_opened_again_until_it_is_closed(tmp_path: Path) -> None:
+    # two writers would stamp the same sequences from their cached counters and delete each
+    # other's rows on acknowledgement; a SIGKILLed owner's lock goes with its process
+    path = tmp_path / "o.db"
+    first = Outbox(path)
+    with pytest.raises(OutboxError, match="in use"):
+        Outbox(path)
+    script = f"from pathlib import Path; from atmpnet.site.outbox import Outbox; Outbox(Path({str(path)!r}))"
+    holder = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "in use" in holder.stderr
+    first.close()
+    again = Outbox(path)
+    again.close()
+
+
+def test_acknowledged_records_make_room_before_their_deletion_is_committed(tmp_path: Path) -> None:
+    # the broker made room already: a raising publisher must not refuse for the 50 ms until then
+    outbox = Outbox(tmp_path / "o.db", max_pending=2)
+    ids = [row_id for row_id, _ in _append(outbox, ["m1"] * 2)]
+    outbox.acknowledge(ids[:1])
+    outbox.wait_for_room(1, block=False, timeout_s=0)
+    assert outbox.pending() == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -110,3 +111,13 @@ def test_the_key_file_lives_under_data_dir_unless_set(tmp_path: Path) -> None:
     assert default_keys_path(Settings(data_dir=tmp_path, gateway_keys_path=tmp_path / "k.json")) == (
         tmp_path / "k.json"
     )
+
+
+def test_the_key_file_is_owner_only_even_over_a_leftover_temporary_file(tmp_path: Path) -> None:
+    # a crash can leave the temporary file behind, with whatever mode it was given then
+    path = tmp_path / "keys.json"
+    leftover = tmp_path / f".keys.json.{os.getpid()}.tmp"
+    leftover.write_text("{}")
+    leftover.chmod(0o644)
+    SiteKeyStore(path).add(site_id="site-a")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from typing import Any
 
 from atmpnet.contract.events import DetectionSource, ProcessStep
 from atmpnet.site.simulation.batches import US_PER_DAY, US_PER_HOUR, US_PER_MINUTE, PlannedBatch, PlannedStep
@@ -67,6 +68,17 @@ def _pick_step(steps: list[PlannedStep], min_len: int, rng: random.Random) -> Pl
     return rng.choices(fit, weights=[s.ended - s.started for s in fit])[0]
 
 
+def _on_lane(batch: PlannedBatch, step: PlannedStep) -> dict[str, Any]:
+    """Where a batch's own deviation happens: its site, module, lane, batch and step."""
+    return {
+        "site_id": batch.module.site_id,
+        "module_id": batch.module.module_id,
+        "lane": batch.lane,
+        "batch_id": batch.batch_id,
+        "step": step.step,
+    }
+
+
 def _excursion(
     batch: PlannedBatch,
     steps: list[PlannedStep],
@@ -101,11 +113,7 @@ def _excursion(
         closed = raised + rng.randint(1 * US_PER_HOUR, 12 * US_PER_HOUR)
         resolution = "Transient alarm reviewed: returned within limits, no product impact."
     return PlannedDeviation(
-        site_id=batch.module.site_id,
-        module_id=batch.module.module_id,
-        lane=batch.lane,
-        batch_id=batch.batch_id,
-        step=step.step,
+        **_on_lane(batch, step),
         alarm_code=f"PRC-{name}-{'HI' if high else 'LO'}",
         description=f"{spec.name} {which} {level} limit for {seconds / 60:.0f} min "
         f"during {step.step.lower()}.",
@@ -152,11 +160,7 @@ def _sensor_fault(
     effects.append(SensorEffect(start, start + length, EffectKind.NOISE, spec.name))
     raised = start + rng.randint(2 * US_PER_MINUTE, 10 * US_PER_MINUTE)
     return PlannedDeviation(
-        site_id=batch.module.site_id,
-        module_id=batch.module.module_id,
-        lane=batch.lane,
-        batch_id=batch.batch_id,
-        step=step.step,
+        **_on_lane(batch, step),
         alarm_code=f"{code}-{spec.name.split('_')[0].upper()}",
         description=f"{spec.name} sensor: {what}; readings unreliable.",
         raised_at=raised,
@@ -179,11 +183,7 @@ def _data_gap(
     effects.append(SensorEffect(start, start + length, EffectKind.GAP))
     raised = start + length + rng.randint(5 * US_PER_MINUTE, 30 * US_PER_MINUTE)
     return PlannedDeviation(
-        site_id=batch.module.site_id,
-        module_id=batch.module.module_id,
-        lane=batch.lane,
-        batch_id=batch.batch_id,
-        step=step.step,
+        **_on_lane(batch, step),
         alarm_code="DAT-GAP-01",
         description=f"Historian gap: no sensor data from lane {batch.lane} "
         f"for {length / US_PER_MINUTE:.0f} min.",
@@ -203,11 +203,7 @@ def _equipment(batch: PlannedBatch, steps: list[PlannedStep], rng: random.Random
     code, what = rng.choice(_EQUIPMENT_FAULTS)
     raised = rng.randint(step.started, step.ended - US_PER_MINUTE)
     return PlannedDeviation(
-        site_id=batch.module.site_id,
-        module_id=batch.module.module_id,
-        lane=batch.lane,
-        batch_id=batch.batch_id,
-        step=step.step,
+        **_on_lane(batch, step),
         alarm_code=code,
         description=f"{what} on lane {batch.lane}.",
         raised_at=raised,
