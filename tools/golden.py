@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from atmpnet.contract.catalog import SchemaCatalog
 from atmpnet.contract.codec import AvroCodec
-from atmpnet.contract.examples import example_events
+from atmpnet.contract.examples import example_derived_events, example_events
 from atmpnet.settings import REPO_ROOT
 
 GOLDEN_DIR = REPO_ROOT / "tests" / "contract" / "golden"
@@ -19,7 +19,7 @@ def main() -> None:
     catalog = SchemaCatalog.load(REPO_ROOT / "schemas")
     codec = AvroCodec(catalog)
     GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
-    for event in example_events():
+    for event in [*example_events(), *example_derived_events()]:
         latest = catalog.latest(event.subject())
         avro = GOLDEN_DIR / f"{latest.topic}@v{latest.version}.avro"
         if avro.exists():

@@ -90,6 +90,13 @@ class Settings(BaseSettings):
 
     broker_start_timeout_s: float = Field(default=15.0, gt=0)
 
+    otel_exporter_otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP endpoint of an OpenTelemetry collector (e.g. http://collector:4318); "
+        "unset keeps spans in-process (still propagated in Kafka headers).",
+    )
+    otel_console: bool = Field(default=False, description="Also print finished spans to stderr (debugging).")
+
     # --- query API (atmpnet.api) ---
     api_host: str = Field(default="127.0.0.1", description="Address the query API and dashboard bind.")
     api_port: int = Field(default=8080, ge=0, le=65535, description="Port of the API; 0 picks a free one.")

@@ -98,7 +98,7 @@ def test_cli_check_passes_on_the_repository_and_fails_on_an_incompatible_release
     get_settings.cache_clear()
     result = runner.invoke(cli.app, ["schemas", "check"])
     assert result.exit_code == 0, result.output
-    assert "5 subjects" in result.output
+    assert "7 subjects" in result.output
 
     schemas = copy_schemas(tmp_path)
     release(

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import pytest
 from atmpnet.contract.catalog import SchemaCatalog
-from atmpnet.contract.events import EVENT_TYPES, Event
+from atmpnet.contract.events import DERIVED_EVENT_TYPES, EVENT_TYPES, Event
 from pydantic import AwareDatetime, BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -114,7 +114,7 @@ def compare_type(base: Any, avro_type: Any, names: dict[str, Any], where: str) -
     return [f"{where}: unhandled schema type {kind}"]
 
 
-@pytest.mark.parametrize("event_type", EVENT_TYPES, ids=lambda t: t.__name__)
+@pytest.mark.parametrize("event_type", EVENT_TYPES + DERIVED_EVENT_TYPES, ids=lambda t: t.__name__)
 def test_model_matches_latest_schema(catalog: SchemaCatalog, event_type: type[Event]) -> None:
     latest = catalog.latest(event_type.subject())
     assert latest.record == event_type.RECORD
@@ -141,4 +141,6 @@ def test_the_comparison_catches_a_drift(catalog: SchemaCatalog) -> None:
 
 
 def test_every_subject_has_a_model(catalog: SchemaCatalog) -> None:
-    assert {catalog.latest(s).record for s in catalog.subjects()} == {t.RECORD for t in EVENT_TYPES}
+    assert {catalog.latest(s).record for s in catalog.subjects()} == {
+        t.RECORD for t in EVENT_TYPES + DERIVED_EVENT_TYPES
+    }

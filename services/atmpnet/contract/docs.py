@@ -13,6 +13,8 @@ _KEYS = {
     "atmp.Deviation": "batch id, else module id",
     "atmp.ModuleConfiguration": "module id",
     "atmp.ValidatedBaseline": "module type",
+    "atmp.DeviationTriage": "deviation id",
+    "atmp.ConfigDrift": "module id",
 }
 
 

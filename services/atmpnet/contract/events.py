@@ -415,3 +415,114 @@ def parse_event(event_type: type[E], data: Any) -> E:
         return event_type.model_validate(data)
     except ValidationError as exc:
         raise EventValidationError(event_type.__name__, field_errors(exc)) from exc
+
+
+# --- derived events: published by the view projector (atmp.deviation-triage.v1, atmp.config-drift.v1) ---
+
+
+class DeviationClass(StrEnum):
+    """Triage classes of a deviation (docs/views.md)."""
+
+    PROCESS_EXCURSION = "PROCESS_EXCURSION"
+    EQUIPMENT = "EQUIPMENT"
+    ENVIRONMENTAL = "ENVIRONMENTAL"
+    DATA_INTEGRITY = "DATA_INTEGRITY"
+    SENSOR_FAULT = "SENSOR_FAULT"
+    DUPLICATE = "DUPLICATE"
+
+
+class Severity(StrEnum):
+    """Triage severities."""
+
+    CRITICAL = "CRITICAL"
+    MAJOR = "MAJOR"
+    MINOR = "MINOR"
+
+
+class DeviationStatus(StrEnum):
+    """Lifecycle status of a deviation."""
+
+    OPEN = "OPEN"
+    INVESTIGATING = "INVESTIGATING"
+    CLOSED = "CLOSED"
+
+
+class ComponentStatus(StrEnum):
+    """A module's component against the validated baseline of its type."""
+
+    IN_BASELINE = "IN_BASELINE"
+    DRIFTED = "DRIFTED"
+    MISSING = "MISSING"
+    UNKNOWN = "UNKNOWN"
+
+
+class DriftChange(StrEnum):
+    """A drift interval opened or closed."""
+
+    OPENED = "OPENED"
+    CLOSED = "CLOSED"
+
+
+class DeviationTriage(Event):
+    """A deviation's triage: on its first triage and on every change of status."""
+
+    TOPIC = "atmp.deviation-triage.v1"
+    RECORD = "atmp.DeviationTriage"
+    SCHEMA_VERSION = 1
+    REQUIRED_CONTEXT = ("site_id", "module_id")
+
+    deviation_id: Ident
+    status: DeviationStatus
+    deviation_class: DeviationClass
+    severity: Severity
+    priority: Annotated[AvroInt, Field(ge=1, le=3)]
+    raised_at: UtcDatetime
+    due_at: UtcDatetime
+    closed_at: UtcDatetime | None = None
+    step: ProcessStep | None = None
+    parameter: str | None = None
+    alarm_code: str | None = None
+    duplicate_of: str | None = None
+    software_versions: str | None = None
+    module_cluster: str | None = None
+    module_cluster_size: Annotated[AvroInt, Field(ge=1)] = 1
+    version_cluster: str | None = None
+    version_cluster_sites: Annotated[AvroInt, Field(ge=1)] = 1
+
+    def partition_key(self) -> str:
+        """Keyed by deviation id: a deviation's triage changes stay in order."""
+        return self.deviation_id
+
+
+class DriftedComponent(ContractModel):
+    """One component that is not in baseline."""
+
+    name: Ident
+    kind: str
+    running_version: str | None = None
+    baseline_version: str | None = None
+    status: ComponentStatus
+
+
+class ConfigDrift(Event):
+    """A module's drift interval opened or closed."""
+
+    TOPIC = "atmp.config-drift.v1"
+    RECORD = "atmp.ConfigDrift"
+    SCHEMA_VERSION = 1
+    REQUIRED_CONTEXT = ("site_id", "module_id")
+
+    change: DriftChange
+    module_type: Slug
+    opened_at: UtcDatetime
+    closed_at: UtcDatetime | None = None
+    components: list[DriftedComponent]
+
+    def partition_key(self) -> str:
+        """Keyed by module id: a module's drift changes stay in order."""
+        return str(self.envelope.module_id)
+
+
+# derived events are not input: the ingest reads EVENT_TYPES, the projector publishes these
+DERIVED_EVENT_TYPES: tuple[type[Event], ...] = (DeviationTriage, ConfigDrift)
+EVENT_TYPE_BY_RECORD.update({t.RECORD: t for t in DERIVED_EVENT_TYPES})

@@ -168,3 +168,60 @@ def example_events(at: datetime = EXAMPLE_TIME) -> list[Event]:
             change_reference="CC-2026-118",
         ),
     ]
+
+
+def example_derived_events(at: datetime = EXAMPLE_TIME) -> list[Event]:
+    """One example of each derived event the view projector publishes (triage, drift)."""
+    from atmpnet.contract.events import (
+        ComponentStatus,
+        ConfigDrift,
+        DeviationClass,
+        DeviationStatus,
+        DeviationTriage,
+        DriftChange,
+        DriftedComponent,
+        Severity,
+    )
+
+    processor = Producer(kind=ProducerKind.PROCESSOR, id="atmpnet-views")
+    return [
+        DeviationTriage(
+            envelope=_envelope(
+                "triage",
+                DeviationTriage,
+                at=at,
+                sequence=1,
+                producer=processor,
+                lane=2,
+                batch_id="B-2026-00417",
+            ),
+            deviation_id="DEV-BOS-2026-0193",
+            status=DeviationStatus.OPEN,
+            deviation_class=DeviationClass.PROCESS_EXCURSION,
+            severity=Severity.MINOR,
+            priority=3,
+            raised_at=at,
+            due_at=at + timedelta(days=30),
+            step=ProcessStep.EXPANSION,
+            parameter="dissolved_oxygen",
+            alarm_code="PRC-DO-LOW",
+            software_versions="controller=4.2.1",
+            module_cluster="bos-m01/dissolved_oxygen/DEV-BOS-2026-0193",
+            version_cluster="dissolved_oxygen@controller=4.2.1",
+        ),
+        ConfigDrift(
+            envelope=_envelope("drift", ConfigDrift, at=at, sequence=1, producer=processor),
+            change=DriftChange.OPENED,
+            module_type="closed-expansion-a",
+            opened_at=at,
+            components=[
+                DriftedComponent(
+                    name="controller",
+                    kind="CONTROL_SOFTWARE",
+                    running_version="4.3.0",
+                    baseline_version="4.2.1",
+                    status=ComponentStatus.DRIFTED,
+                )
+            ],
+        ),
+    ]

@@ -1,0 +1,343 @@
+"""Derived streams: triaged deviations and drift changes, published after each view refresh.
+
+What is published is a pure function of the event store, like the views: each deviation's
+first triage and each change of its status (``atmp.deviation-triage.v1``), and each drift
+interval's opening and closing (``atmp.config-drift.v1``). Every derived event has a
+deterministic id (uuid5 of what it says: deviation and status; module, opening and change),
+so a replay, a rebuild or a crash between publishing and recording publishes the same ids
+again, never new ones; subscribers dedupe by ``envelope.event_id``. Ids already acknowledged by
+the broker are recorded in ``derived_published`` and not produced again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid5
+
+from clickhouse_connect.driver.client import Client
+from confluent_kafka import KafkaError, Message, Producer
+
+from atmpnet import telemetry
+from atmpnet.contract.codec import AvroCodec
+from atmpnet.contract.events import (
+    DERIVED_EVENT_TYPES,
+    ConfigDrift,
+    DeviationStatus,
+    DeviationTriage,
+    DriftChange,
+    DriftedComponent,
+    Envelope,
+    Event,
+    ProducerKind,
+)
+from atmpnet.contract.events import Producer as EventProducer
+from atmpnet.errors import AtmpError
+from atmpnet.rules import drift, triage
+from atmpnet.settings import Settings
+from atmpnet.streams.ingest import WrittenBatch
+from atmpnet.transport import ensure_topics, producer_config
+from atmpnet.warehouse.views import RefreshResult, ViewSet, refresh_views
+
+log = logging.getLogger(__name__)
+_published = telemetry.meter("atmpnet.streams.derived").create_counter(
+    "atmpnet.derived.published", description="Derived events (triage, drift) acknowledged by the broker."
+)
+
+DERIVED_NAMESPACE = UUID("0b5a9d0e-3f57-4c61-9d0c-5be0a1f4e7c2")
+PUBLISHED_TABLE = "derived_published"
+PRODUCER = EventProducer(kind=ProducerKind.PROCESSOR, id="atmpnet-views")
+_STATUS_SEQUENCE = {DeviationStatus.OPEN: 1, DeviationStatus.INVESTIGATING: 2, DeviationStatus.CLOSED: 3}
+
+
+class DerivedPublishError(AtmpError):
+    """The broker did not acknowledge a derived event."""
+
+
+def triage_event_id(deviation_id: str, status: DeviationStatus) -> UUID:
+    """The id of a deviation's triage in one status: the same on every replay."""
+    return uuid5(DERIVED_NAMESPACE, f"deviation-triage/{deviation_id}/{status}")
+
+
+def drift_event_id(module_id: str, opened_at: datetime, change: DriftChange) -> UUID:
+    """The id of a drift interval's opening or closing: the same on every replay."""
+    return uuid5(DERIVED_NAMESPACE, f"config-drift/{module_id}/{opened_at.isoformat()}/{change}")
+
+
+def _envelope(event_id: UUID, at: datetime, sequence: int, **where: Any) -> Envelope:
+    return Envelope(
+        event_id=event_id,
+        occurred_at=at,
+        published_at=datetime.now(UTC),
+        sequence=sequence,
+        producer=PRODUCER,
+        schema_version=1,
+        **where,
+    )
+
+
+def triage_events(changes: Sequence[triage.TriageChange]) -> list[DeviationTriage]:
+    """The triage stream's events for these changes."""
+    out = []
+    for c in changes:
+        t = c.triaged
+        out.append(
+            DeviationTriage(
+                envelope=_envelope(
+                    triage_event_id(c.deviation_id, c.status),
+                    c.changed_at,
+                    _STATUS_SEQUENCE[c.status],
+                    site_id=t.site_id,
+                    module_id=t.module_id,
+                    lane=t.lane,
+                    batch_id=t.batch_id,
+                ),
+                deviation_id=t.deviation_id,
+                status=c.status,
+                deviation_class=t.deviation_class,
+                severity=t.severity,
+                priority=t.priority,
+                raised_at=t.raised_at,
+                due_at=t.due_at,
+                closed_at=c.changed_at if c.status is DeviationStatus.CLOSED else None,
+                step=t.step,
+                parameter=t.parameter,
+                alarm_code=t.alarm_code,
+                duplicate_of=t.duplicate_of,
+                software_versions=t.software_versions,
+                module_cluster=t.module_cluster,
+                module_cluster_size=t.module_cluster_size,
+                version_cluster=t.version_cluster,
+                version_cluster_sites=t.version_cluster_sites,
+            )
+        )
+    return out
+
+
+def drift_events(intervals: Sequence[drift.DriftInterval]) -> list[ConfigDrift]:
+    """The drift stream's events: each interval's OPENED and, once closed, its CLOSED."""
+    out = []
+    index: dict[str, int] = {}
+    for i in sorted(intervals, key=lambda i: (i.module_id, i.opened_at)):
+        k = index[i.module_id] = index.get(i.module_id, -1) + 1
+        components = [
+            DriftedComponent(
+                name=c.name,
+                kind=c.kind,
+                running_version=c.running_version,
+                baseline_version=c.baseline_version,
+                status=c.status,
+            )
+            for c in i.components
+        ]
+        changes = [(DriftChange.OPENED, i.opened_at)]
+        if i.closed_at is not None:
+            changes.append((DriftChange.CLOSED, i.closed_at))
+        for n, (change, at) in enumerate(changes):
+            out.append(
+                ConfigDrift(
+                    envelope=_envelope(
+                        drift_event_id(i.module_id, i.opened_at, change),
+                        at,
+                        2 * k + n + 1,
+                        site_id=i.site_id,
+                        module_id=i.module_id,
+                    ),
+                    change=change,
+                    module_type=i.module_type,
+                    opened_at=i.opened_at,
+                    closed_at=i.closed_at if change is DriftChange.CLOSED else None,
+                    components=components,
+                )
+            )
+    return out
+
+
+def derived_events(views: ViewSet) -> list[Event]:
+    """Every derived event the views imply, triage first, each stream in time order."""
+    facts = views.facts
+    if facts.as_of is None:
+        return []
+    changes = triage.triage_changes(facts.deviations, facts.configs, facts.as_of)
+    return [*triage_events(changes), *drift_events(views.drift_intervals)]
+
+
+@dataclass
+class DerivedPublisher:
+    """Publishes the derived events not yet acknowledged, and records them once acknowledged."""
+
+    producer_config: dict[str, Any]
+    codec: AvroCodec
+    topics: dict[type[Event], str] | None = None
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        self._producer = Producer(self.producer_config)
+
+    def topic(self, event_type: type[Event]) -> str:
+        """Where events of this type go."""
+        return (self.topics or {}).get(event_type, event_type.TOPIC)
+
+    def publish(self, client: Client, views: ViewSet) -> int:
+        """Publish the views' derived events that were not published before; return how many."""
+        events = derived_events(views)
+        if not events:
+            return 0
+        done = {r[0] for r in client.query("SELECT event_id FROM derived_published FINAL").result_rows}
+        todo = [e for e in events if e.envelope.event_id not in done]
+        if not todo:
+            return 0
+        failures: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for e in todo:
+            self._producer.produce(
+                self.topic(type(e)),
+                self.codec.encode(e),
+                key=e.partition_key().encode(),
+                on_delivery=delivered,
+            )
+            self._producer.poll(0)
+        left = self._producer.flush(self.timeout_s)
+        if left or failures:
+            raise DerivedPublishError(
+                f"{left} derived events unacknowledged, {len(failures)} failed: {failures[:3]}"
+            )
+        now = datetime.now(UTC)
+        client.insert(
+            PUBLISHED_TABLE,
+            [[e.envelope.event_id, self.topic(type(e)), e.envelope.occurred_at, now] for e in todo],
+            column_names=["event_id", "topic", "occurred_at", "published_at"],
+        )
+        for e in todo:
+            _published.add(1, {"topic": self.topic(type(e))})
+        log.debug("published %d derived events", len(todo))
+        return len(todo)
+
+
+def projector_for(
+    settings: Settings,
+    bootstrap_servers: str | None,
+    codec: AvroCodec | None = None,
+    *,
+    background_client: Client | None = None,
+) -> ViewProjector | BackgroundProjector:
+    """The hook for ``atmpnet process``: refresh the views; publish derived streams given a broker.
+
+    With ``background_client`` (a client of its own) the views refresh on a thread, started here.
+    """
+    publisher = None
+    if bootstrap_servers is not None:
+        if codec is None:
+            raise ValueError("publishing the derived streams needs a codec")
+        ensure_topics(settings, bootstrap_servers, [t.TOPIC for t in DERIVED_EVENT_TYPES])
+        publisher = DerivedPublisher(producer_config(settings, bootstrap_servers), codec)
+    if background_client is not None:
+        return BackgroundProjector(background_client, publisher).start()
+    return ViewProjector(publisher)
+
+
+class ViewProjector:
+    """The ingest's post-write hook: refresh the views, then publish the derived streams."""
+
+    def __init__(self, publisher: DerivedPublisher | None = None) -> None:
+        self.publisher = publisher
+        self.last: RefreshResult | None = None
+
+    def __call__(self, client: Client, written: WrittenBatch) -> None:
+        """Refresh after a write that stored events (a batch of only dead letters changes nothing)."""
+        touched = [t for t, stored in written.stored.items() if stored]
+        result = refresh_views(client, touched)
+        if result is None:
+            return
+        self.last = result
+        if self.publisher is not None:
+            self.publisher.publish(client, result.views)
+
+
+class BackgroundProjector:
+    """A post-write hook that only marks the views stale; a thread of its own refreshes them.
+
+    The ingest's write path then never waits for a refresh: after a write the views follow
+    within one refresh (plus ``min_interval_s``), and successive writes coalesce into one
+    refresh. The thread uses its own client (clickhouse-connect refuses concurrent queries on
+    one session). The mark is set after the write it follows, so once input stops the last
+    refresh sees every stored event: at rest live == rebuild still holds. A failed refresh is
+    logged and retried; the event store, not the hook, is the record, so no batch is held back.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        publisher: DerivedPublisher | None = None,
+        *,
+        min_interval_s: float = 0.2,
+        retry_s: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.publisher = publisher
+        self.min_interval_s = min_interval_s
+        self.retry_s = retry_s
+        self.last: RefreshResult | None = None
+        self.failures = 0
+        self._lock = threading.Lock()  # makes "stale" and "idle" change together
+        self._stale = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="atmpnet-views", daemon=True)
+
+    def __call__(self, _client: Client, written: WrittenBatch) -> None:
+        """Mark the views stale after a write that stored events."""
+        if any(written.stored.values()):
+            with self._lock:
+                self._idle.clear()
+                self._stale.set()
+
+    def start(self) -> BackgroundProjector:
+        """Start the refresh thread (one refresh at start covers what is stored already)."""
+        self._idle.clear()
+        self._stale.set()
+        self._thread.start()
+        return self
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no refresh is due or running; False on timeout."""
+        return self._idle.wait(timeout_s)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Finish the refresh in progress and stop the thread."""
+        self._stopping.set()
+        self._stale.set()
+        self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            if not self._stale.wait(0.5):
+                continue
+            if self._stopping.is_set():
+                break
+            self._stale.clear()
+            try:
+                result = refresh_views(self.client)
+                assert result is not None
+                if self.publisher is not None:
+                    self.publisher.publish(self.client, result.views)
+                self.last = result
+            except Exception:  # the next mark (or the retry) refreshes from the store again
+                self.failures += 1
+                log.exception("view refresh failed; retrying in %.1fs", self.retry_s)
+                self._stale.set()
+                self._stopping.wait(self.retry_s)
+                continue
+            with self._lock:
+                if not self._stale.is_set():
+                    self._idle.set()
+            self._stopping.wait(self.min_interval_s)

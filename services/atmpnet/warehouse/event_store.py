@@ -1,0 +1,318 @@
+"""The event store: events as rows of one table per family, written in batches, read with FINAL.
+
+Tables come from ``migrations/0001_event_store.sql``. A replayed event collapses with its
+earlier copy (ReplacingMergeTree sorted by ``(site_id, event_id)``), so every read here uses
+FINAL: a query sees exactly one row per event id whether or not a merge has happened yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from clickhouse_connect.driver.client import Client
+
+from atmpnet.contract.events import (
+    EVENT_TYPES,
+    BatchStep,
+    Component,
+    Deviation,
+    Event,
+    ModuleConfiguration,
+    SensorSummary,
+    ValidatedBaseline,
+)
+from atmpnet.errors import WarehouseError
+
+TABLES: dict[type[Event], str] = {
+    BatchStep: "batch_steps",
+    SensorSummary: "sensor_summaries",
+    Deviation: "deviations",
+    ModuleConfiguration: "module_configs",
+    ValidatedBaseline: "baselines",
+}
+
+COMMON_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "site_id",
+    "module_id",
+    "lane",
+    "batch_id",
+    "occurred_at",
+    "published_at",
+    "sequence",
+    "producer_kind",
+    "producer_id",
+    "producer_software_version",
+    "schema_version",
+    "schema_id",
+    "topic",
+    "partition",
+    "offset",
+    "ingested_at",
+    "traceparent",
+    "raw",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event with where it was read from: what one event-store row holds."""
+
+    event: Event
+    schema_id: int
+    topic: str
+    partition: int
+    offset: int
+    raw: bytes
+    traceparent: str | None = None
+
+
+def _batch_step(e: Any) -> list[Any]:
+    r = e.results
+    return [
+        e.transition.value,
+        e.step.value,
+        e.product_code,
+        e.attempt,
+        e.expected_duration_minutes,
+        None if r is None else r.viable_cell_count,
+        None if r is None else r.viability_percent,
+        None if r is None else r.volume_ml,
+        e.failure_reason,
+        e.performed_by,
+    ]
+
+
+def _sensor_summary(e: Any) -> list[Any]:
+    return [
+        e.window_start,
+        e.window_end,
+        e.parameter,
+        e.unit,
+        e.count,
+        e.min,
+        e.max,
+        e.mean,
+        e.stddev,
+        e.last,
+        e.alert_low,
+        e.alert_high,
+        e.action_low,
+        e.action_high,
+        e.samples_outside_alert,
+        e.samples_outside_action,
+    ]
+
+
+def _deviation(e: Any) -> list[Any]:
+    return [
+        e.deviation_id,
+        e.transition.value,
+        None if e.step is None else e.step.value,
+        e.parameter,
+        e.observed_value,
+        e.unit,
+        e.limit_low,
+        e.limit_high,
+        e.duration_seconds,
+        e.detection_source.value,
+        e.raised_by,
+        e.alarm_code,
+        e.description,
+        e.resolution,
+    ]
+
+
+def _components(components: Sequence[Component]) -> list[list[str]]:
+    return [
+        [c.kind.value for c in components],
+        [c.name for c in components],
+        [c.version for c in components],
+        [c.content_hash for c in components],
+    ]
+
+
+def _module_config(e: Any) -> list[Any]:
+    return [e.module_type, e.serial_number, e.lanes, *_components(e.components), e.change_reason]
+
+
+def _baseline(e: Any) -> list[Any]:
+    return [
+        e.baseline_id,
+        e.module_type,
+        *_components(e.components),
+        e.approved_by,
+        e.approved_at,
+        e.effective_from,
+        e.change_reference,
+    ]
+
+
+_COMPONENT_COLUMNS = ("components_kind", "components_name", "components_version", "components_content_hash")
+
+# each family: its own columns (after the common ones) and the function giving their values
+FAMILY_COLUMNS: dict[type[Event], tuple[tuple[str, ...], Callable[[Any], list[Any]]]] = {
+    BatchStep: (
+        (
+            "transition",
+            "step",
+            "product_code",
+            "attempt",
+            "expected_duration_minutes",
+            "results_viable_cell_count",
+            "results_viability_percent",
+            "results_volume_ml",
+            "failure_reason",
+            "performed_by",
+        ),
+        _batch_step,
+    ),
+    SensorSummary: (
+        (
+            "window_start",
+            "window_end",
+            "parameter",
+            "unit",
+            "count",
+            "min",
+            "max",
+            "mean",
+            "stddev",
+            "last",
+            "alert_low",
+            "alert_high",
+            "action_low",
+            "action_high",
+            "samples_outside_alert",
+            "samples_outside_action",
+        ),
+        _sensor_summary,
+    ),
+    Deviation: (
+        (
+            "deviation_id",
+            "transition",
+            "step",
+            "parameter",
+            "observed_value",
+            "unit",
+            "limit_low",
+            "limit_high",
+            "duration_seconds",
+            "detection_source",
+            "raised_by",
+            "alarm_code",
+            "description",
+            "resolution",
+        ),
+        _deviation,
+    ),
+    ModuleConfiguration: (
+        ("module_type", "serial_number", "lanes", *_COMPONENT_COLUMNS, "change_reason"),
+        _module_config,
+    ),
+    ValidatedBaseline: (
+        (
+            "baseline_id",
+            "module_type",
+            *_COMPONENT_COLUMNS,
+            "approved_by",
+            "approved_at",
+            "effective_from",
+            "change_reference",
+        ),
+        _baseline,
+    ),
+}
+
+
+def column_names(event_type: type[Event]) -> tuple[str, ...]:
+    """Every column of the family's table, in insert order."""
+    return COMMON_COLUMNS + FAMILY_COLUMNS[event_type][0]
+
+
+def event_row(stored: StoredEvent, ingested_at: datetime) -> list[Any]:
+    """The row of one stored event, in ``column_names`` order."""
+    event = stored.event
+    env = event.envelope
+    producer = env.producer
+    return [
+        env.event_id,
+        env.site_id or "",
+        env.module_id,
+        env.lane,
+        env.batch_id,
+        env.occurred_at,
+        env.published_at,
+        env.sequence,
+        producer.kind.value,
+        producer.id,
+        producer.software_version,
+        env.schema_version,
+        stored.schema_id,
+        stored.topic,
+        stored.partition,
+        stored.offset,
+        ingested_at,
+        stored.traceparent,
+        stored.raw,
+        *FAMILY_COLUMNS[type(event)][1](event),
+    ]
+
+
+def insert_events(client: Client, events: dict[type[Event], list[StoredEvent]], ingested_at: datetime) -> int:
+    """Insert each family's events in one statement per table; return the rows written.
+
+    Safe to repeat: a re-inserted event collapses with its earlier row (reads use FINAL).
+    """
+    written = 0
+    for event_type, stored in events.items():
+        if not stored:
+            continue
+        rows = [event_row(s, ingested_at) for s in stored]
+        try:
+            client.insert(TABLES[event_type], rows, column_names=list(column_names(event_type)))
+        except Exception as exc:  # clickhouse-connect raises several unrelated types
+            raise WarehouseError(f"cannot insert {len(rows)} rows into {TABLES[event_type]}: {exc}") from exc
+        written += len(rows)
+    return written
+
+
+def count_events(client: Client, event_type: type[Event] | None = None) -> int:
+    """Distinct events stored (one family, or all)."""
+    types = [event_type] if event_type else list(EVENT_TYPES)
+    return sum(
+        int(client.query(f"SELECT count() FROM {TABLES[t]} FINAL").result_rows[0][0])  # noqa: S608
+        for t in types
+    )
+
+
+def event_ids(client: Client, event_type: type[Event] | None = None) -> list[UUID]:
+    """Every stored event id (one family, or all), as the queries see them."""
+    types = [event_type] if event_type else list(EVENT_TYPES)
+    out: list[UUID] = []
+    for t in types:
+        query = f"SELECT event_id FROM {TABLES[t]} FINAL"  # noqa: S608 - table names are constants
+        out.extend(r[0] for r in client.query(query).result_rows)
+    return out
+
+
+def raw_events(client: Client, ids: Iterable[UUID]) -> dict[UUID, tuple[type[Event], bytes]]:
+    """The original record bytes of the given event ids that are stored, with their family."""
+    wanted = list(ids)
+    found: dict[UUID, tuple[type[Event], bytes]] = {}
+    if not wanted:
+        return found
+    for t, table in TABLES.items():
+        result = client.query(
+            f"SELECT event_id, raw FROM {table} FINAL WHERE event_id IN %(ids)s",  # noqa: S608
+            parameters={"ids": wanted},
+            column_formats={"raw": "bytes"},
+        )
+        for event_id, raw in result.result_rows:
+            found[event_id] = (t, raw)
+    return found
