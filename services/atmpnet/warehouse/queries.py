@@ -1,0 +1,805 @@
+# ruff: noqa: S608 - SQL is built from constants; values go as server-side parameters (see below)
+"""Every read the query API and dashboard make, in one place.
+
+The source today is the event store (``batch_steps``, ``deviations``, ``module_configs``,
+``baselines``, ``sensor_summaries``; ReplacingMergeTree, read with FINAL so a replayed event
+counts once). The rules of docs/views.md and the domain contract are applied here in SQL (triage
+class, severity, duplicates) or in Python over small result sets (drift, forecast), so
+swapping a query to a materialized view table changes this module only.
+
+"Now" is the newest ``occurred_at`` in the store, not the wall clock: the simulator runs time
+faster than real time, and a view of a replayed history must not depend on when it is read.
+
+Every public method is blocking (chDB calls block): the API calls them through ``run`` in the
+threadpool. SQL is assembled from constants only; every value travels as a server-side
+parameter (hence the S608 waivers). One lock serialises this reader's queries on the shared
+client (clickhouse-connect's HTTP client refuses concurrent queries in one session; chDB gains
+nothing from them either).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from clickhouse_connect.driver.client import Client
+from starlette.concurrency import run_in_threadpool
+
+from atmpnet.errors import AtmpError, WarehouseError
+from atmpnet.rules.stats import median
+
+T = TypeVar("T")
+
+STEPS = (
+    "APHERESIS_RECEIPT",
+    "SELECTION",
+    "ACTIVATION",
+    "TRANSDUCTION",
+    "EXPANSION",
+    "HARVEST",
+    "FORMULATION",
+    "CRYOPRESERVATION",
+    "QC_RELEASE",
+)
+ON_MODULE_STEPS = STEPS[:-1]  # QC release happens off the module
+SEVERITIES = ("CRITICAL", "MAJOR", "MINOR")
+CLASSES = (
+    "PROCESS_EXCURSION",
+    "EQUIPMENT",
+    "ENVIRONMENTAL",
+    "DATA_INTEGRITY",
+    "SENSOR_FAULT",
+    "DUPLICATE",
+)
+STATUSES = ("OPEN", "INVESTIGATING", "CLOSED")
+# response time by severity (docs/api.md): age is measured against raised_at + this
+DUE_HOURS = {"CRITICAL": 24, "MAJOR": 24 * 7, "MINOR": 24 * 30}
+PRIORITY = {"CRITICAL": 1, "MAJOR": 2, "MINOR": 3}
+# sort key -> (expression, its ClickHouse type for the cursor parameter)
+SORTS = {
+    "raised_at": ("toUnixTimestamp64Micro(raised_at)", "Int64"),
+    "severity": ("severity_rank", "UInt8"),
+    "site": ("site_id", "String"),
+    "status": ("status", "String"),
+}
+
+
+class BadQuery(AtmpError):
+    """A filter, sort or cursor the API refuses (400)."""
+
+
+class NotFound(AtmpError):
+    """The requested object does not exist (404)."""
+
+
+# One row per deviation: the RAISED event's facts, its lifecycle, class, severity, priority, due
+# date and the control software in force on its module when it was raised (ASOF join).
+# {site_clause} limits the inner scans; a duplicate needs an earlier deviation on the same module,
+# lane, parameter and alarm code, so a site filter there changes nothing inside a site.
+_TRIAGE = """
+WITH
+life AS (
+    SELECT deviation_id,
+           minIf(occurred_at, transition = 'RAISED') AS raised_at,
+           countIf(transition = 'UPDATED') AS updates,
+           if(updates > 0, minIf(occurred_at, transition = 'UPDATED'), NULL) AS updated_at,
+           countIf(transition = 'CLOSED') > 0 AS is_closed,
+           minIf(occurred_at, transition = 'CLOSED') AS closed_at_raw,
+           max(occurred_at) AS last_event_at,
+           max(ingested_at) AS last_ingested_at
+    FROM deviations FINAL
+    WHERE 1 {site_clause}
+    GROUP BY deviation_id
+    HAVING countIf(transition = 'RAISED') > 0
+),
+raised AS (
+    SELECT deviation_id, site_id, ifNull(module_id, '') AS module_id, lane, batch_id, step, parameter,
+           alarm_code, duration_seconds, observed_value, unit, limit_low, limit_high, detection_source
+    FROM deviations FINAL
+    WHERE transition = 'RAISED' {site_clause}
+    LIMIT 1 BY deviation_id
+),
+joined AS (
+    SELECT r.*, l.raised_at AS raised_at, l.updates AS updates, l.updated_at AS updated_at,
+           l.is_closed AS is_closed,
+           if(l.is_closed, l.closed_at_raw, NULL) AS closed_at,
+           l.last_event_at AS last_event_at, l.last_ingested_at AS last_ingested_at,
+           multiIf(
+               startsWith(ifNull(r.alarm_code, ''), 'PRC-'), 'PROCESS_EXCURSION',
+               startsWith(ifNull(r.alarm_code, ''), 'EQP-'), 'EQUIPMENT',
+               startsWith(ifNull(r.alarm_code, ''), 'ENV-'), 'ENVIRONMENTAL',
+               startsWith(ifNull(r.alarm_code, ''), 'DAT-'), 'DATA_INTEGRITY',
+               startsWith(ifNull(r.alarm_code, ''), 'SNS-'), 'SENSOR_FAULT',
+               r.parameter IS NOT NULL, 'PROCESS_EXCURSION',
+               'EQUIPMENT') AS base_class
+    FROM raised AS r INNER JOIN life AS l USING (deviation_id)
+),
+classified AS (
+    SELECT *,
+           max(ifNull(closed_at, toDateTime64('2999-01-01 00:00:00', 6, 'UTC')))
+               OVER (PARTITION BY module_id, ifNull(lane, 0), ifNull(parameter, ''), ifNull(alarm_code, '')
+                     ORDER BY raised_at, deviation_id
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_open_until,
+           earlier_open_until > raised_at AS is_duplicate,
+           if(is_duplicate, 'DUPLICATE', base_class) AS class,
+           multiIf(
+               is_duplicate, 'MINOR',
+               base_class = 'PROCESS_EXCURSION' AND ifNull(duration_seconds, 0) >= 1800
+                   AND ifNull(step, '') IN ('TRANSDUCTION', 'EXPANSION', 'FORMULATION', 'CRYOPRESERVATION'),
+                   'CRITICAL',
+               base_class = 'PROCESS_EXCURSION' AND ifNull(duration_seconds, 0) >= 1800, 'MAJOR',
+               base_class = 'PROCESS_EXCURSION', 'MINOR',
+               base_class = 'EQUIPMENT', if(batch_id IS NOT NULL, 'MAJOR', 'MINOR'),
+               base_class = 'SENSOR_FAULT', 'MINOR',
+               'MAJOR') AS severity,
+           multiIf(severity = 'CRITICAL', 0, severity = 'MAJOR', 1, 2) AS severity_rank,
+           multiIf(is_closed, 'CLOSED', updates > 0, 'INVESTIGATING', 'OPEN') AS status,
+           raised_at + toIntervalHour(multiIf(severity = 'CRITICAL', 24, severity = 'MAJOR', 168, 720))
+               AS due_at
+    FROM joined
+),
+configs AS (
+    SELECT ifNull(module_id, '') AS module_id, occurred_at AS config_at,
+           arrayStringConcat(arraySort(arrayFilter(x -> x != '', arrayMap((k, n, v) ->
+               if(k = 'CONTROL_SOFTWARE', concat(n, '=', v), ''), components_kind, components_name,
+               components_version))), ';') AS software_version
+    FROM module_configs FINAL
+    WHERE 1 {site_clause}
+)
+SELECT c.deviation_id AS deviation_id, c.site_id AS site_id, c.module_id AS module_id, c.lane AS lane,
+       c.batch_id AS batch_id, c.step AS step, c.parameter AS parameter, c.alarm_code AS alarm_code,
+       c.class AS class, c.severity AS severity, c.status AS status,
+       multiIf(c.severity = 'CRITICAL', 1, c.severity = 'MAJOR', 2, 3) AS priority,
+       c.raised_at AS raised_at, c.updated_at AS updated_at, c.closed_at AS closed_at, c.due_at AS due_at,
+       round(toFloat64(ifNull(c.closed_at, (SELECT max(occurred_at) FROM deviations)) - c.raised_at)
+           / 3600, 6) AS age_hours,
+       c.status != 'CLOSED' AND (SELECT max(occurred_at) FROM deviations) > c.due_at AS overdue,
+       c.duration_seconds AS duration_seconds, nullIf(cf.software_version, '') AS software_version,
+       CAST(NULL, 'Nullable(String)') AS duplicate_of, toUInt32(0) AS module_cluster_size,
+       toUInt32(0) AS version_cluster_size, toUInt32(0) AS version_cluster_sites,
+       c.severity_rank AS severity_rank, c.last_ingested_at AS last_ingested_at
+FROM classified AS c
+ASOF LEFT JOIN configs AS cf ON c.module_id = cf.module_id AND c.raised_at >= cf.config_at
+"""
+
+LIST_COLUMNS = (
+    "deviation_id",
+    "site_id",
+    "module_id",
+    "lane",
+    "batch_id",
+    "step",
+    "parameter",
+    "alarm_code",
+    "class",
+    "severity",
+    "status",
+    "priority",
+    "raised_at",
+    "updated_at",
+    "closed_at",
+    "due_at",
+    "age_hours",
+    "overdue",
+    "duration_seconds",
+    "software_version",
+    "duplicate_of",
+    "module_cluster_size",
+    "version_cluster_size",
+    "version_cluster_sites",
+)
+# from the RAISED / CLOSED events in the event store: only for quality and site tokens
+FULL_TEXT_COLUMNS = ("description", "raised_by", "resolution")
+RAISED_FACT_COLUMNS = ("observed_value", "unit", "limit_low", "limit_high", "detection_source")
+
+# The triage view (docs/views.md), under the API's column names.
+_TRIAGE_VIEW = """
+SELECT deviation_id, site_id, module_id, lane, batch_id, step, parameter, alarm_code,
+       deviation_class AS class, severity, status, priority, raised_at, updated_at, closed_at, due_at,
+       age_hours, overdue, duration_seconds, software_versions AS software_version, duplicate_of,
+       module_cluster_size, version_cluster_size, version_cluster_sites,
+       multiIf(severity = 'CRITICAL', 0, severity = 'MAJOR', 1, 2) AS severity_rank
+FROM deviation_triage
+WHERE 1 {site_clause}
+"""
+
+
+@dataclass(frozen=True)
+class DeviationFilter:
+    """Filters of the deviation list; every field optional, combined with AND."""
+
+    site: str | None = None
+    module: str | None = None
+    lane: int | None = None
+    batch: str | None = None
+    step: str | None = None
+    parameter: str | None = None
+    severity: str | None = None
+    klass: str | None = None
+    status: str | None = None
+    software_version: str | None = None
+    raised_from: datetime | None = None
+    raised_to: datetime | None = None
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        """The outer WHERE clause and its server-side parameters."""
+        clauses = ["1"]
+        params: dict[str, Any] = {}
+        simple = {
+            "site": ("site_id", "String"),
+            "module": ("module_id", "String"),
+            "batch": ("batch_id", "String"),
+            "step": ("step", "String"),
+            "parameter": ("parameter", "String"),
+            "severity": ("severity", "String"),
+            "klass": ("class", "String"),
+            "status": ("status", "String"),
+            "lane": ("lane", "UInt16"),
+        }
+        for name, (column, kind) in simple.items():
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(f"{column} = {{f_{name}:{kind}}}")
+                params[f"f_{name}"] = value
+        if self.software_version is not None:
+            # "name=version" entries joined by ";": match a whole entry or a version alone
+            clauses.append(
+                "arrayExists(x -> x = {f_sw:String} OR splitByChar('=', x)[-1] = {f_sw:String},"
+                " splitByChar(';', ifNull(software_version, '')))"
+            )
+            params["f_sw"] = self.software_version
+        if self.raised_from is not None:
+            clauses.append("raised_at >= {f_from:DateTime64(6, 'UTC')}")
+            params["f_from"] = self.raised_from
+        if self.raised_to is not None:
+            clauses.append("raised_at < {f_to:DateTime64(6, 'UTC')}")
+            params["f_to"] = self.raised_to
+        return " AND ".join(clauses), params
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of deviations and the opaque cursor of the next (None at the end)."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def _encode_cursor(sort: str, values: list[Any]) -> str:
+    raw = json.dumps({"s": sort, "v": values}, default=str, separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, sort: str) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        values = data["v"]
+        ok = data["s"] == sort and isinstance(values, list) and len(values) == 2
+    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
+        raise BadQuery("cursor is not one this API issued") from exc
+    if not ok:
+        raise BadQuery("cursor belongs to another sort order")
+    return list(values)
+
+
+def _site_clause(site: str | None) -> tuple[str, dict[str, Any]]:
+    if site is None:
+        return "", {}
+    return "AND site_id = {site:String}", {"site": site}
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def _row_dicts(columns: tuple[str, ...] | list[str], rows: list[Any]) -> list[dict[str, Any]]:
+    return [{c: _iso(v) for c, v in zip(columns, row, strict=True)} for row in rows]
+
+
+def _hours(delta: timedelta) -> float:
+    return delta.total_seconds() / 3600
+
+
+@dataclass
+class Warehouse:
+    """Read access to the warehouse for the API: one client, one lock."""
+
+    client: Client
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking query method in the threadpool (never on the event loop)."""
+        return await run_in_threadpool(fn, *args, **kwargs)
+
+    def _query(self, sql: str, params: dict[str, Any] | None = None) -> tuple[tuple[str, ...], list[Any]]:
+        try:
+            with self._lock:
+                result = self.client.query(sql, parameters=params or {})
+            rows = [tuple(_utc(v) for v in row) for row in result.result_rows]
+            return tuple(result.column_names), rows
+        except Exception as exc:  # clickhouse-connect raises several unrelated types
+            raise WarehouseError(f"query failed: {exc}") from exc
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def now(self) -> datetime | None:
+        """The newest event time in the store (the views' "now"); None when it is empty."""
+        _, rows = self._query(
+            "SELECT greatest((SELECT max(occurred_at) FROM batch_steps),"
+            " (SELECT max(occurred_at) FROM deviations), (SELECT max(occurred_at) FROM module_configs)),"
+            " (SELECT count() FROM batch_steps) + (SELECT count() FROM deviations)"
+            " + (SELECT count() FROM module_configs)"
+        )
+        latest, count = rows[0]
+        return latest if count else None
+
+    def sites(self) -> list[str]:
+        """Every site that has published a module configuration or a batch step."""
+        _, rows = self._query(
+            "SELECT DISTINCT site_id FROM (SELECT site_id FROM module_configs UNION ALL "
+            "SELECT site_id FROM batch_steps) WHERE site_id != '' ORDER BY site_id"
+        )
+        return [r[0] for r in rows]
+
+    # --- deviations ---------------------------------------------------------------------------
+
+    def deviations(
+        self,
+        flt: DeviationFilter,
+        *,
+        sort: str = "-raised_at",
+        cursor: str | None = None,
+        limit: int = 100,
+        full_text: bool = False,
+    ) -> Page:
+        """A page of triaged deviations, in a stable order (``sort`` then deviation id)."""
+        descending = sort.startswith("-")
+        key = sort.lstrip("-")
+        if key not in SORTS:
+            raise BadQuery(f"sort must be one of {', '.join(SORTS)} (prefix - for descending)")
+        column, kind = SORTS[key]
+        where, params = flt.where()
+        site_clause, site_params = _site_clause(flt.site)
+        params |= site_params
+        if cursor is not None:
+            value, last_id = _decode_cursor(cursor, sort)
+            op = "<" if descending else ">"
+            where += f" AND ({column}, deviation_id) {op} ({{c_value:{kind}}}, {{c_id:String}})"
+            params |= {"c_value": value, "c_id": last_id}
+        columns = list(LIST_COLUMNS)
+        direction = "DESC" if descending else "ASC"
+        sql = (
+            f"SELECT {', '.join(f'`{c}`' for c in columns)}, {column} AS _sort FROM ("
+            + _TRIAGE_VIEW.format(site_clause=site_clause)
+            + f") WHERE {where} ORDER BY {column} {direction}, deviation_id {direction} "
+            f"LIMIT {int(limit) + 1}"
+        )
+        names, rows = self._query(sql, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = _row_dicts(names, rows)
+        next_cursor = None
+        if more and items:
+            last = items[-1]
+            next_cursor = _encode_cursor(sort, [last.pop("_sort"), last["deviation_id"]])
+        for item in items:
+            item.pop("_sort", None)
+        if full_text and items:
+            texts = self._free_text([i["deviation_id"] for i in items])
+            for item in items:
+                item.update(texts.get(item["deviation_id"], {}))
+        return Page(items, next_cursor)
+
+    def _free_text(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Free text and measured facts of these deviations (RAISED; resolution from CLOSED)."""
+        _, rows = self._query(
+            "SELECT deviation_id, argMinIf(description, occurred_at, transition = 'RAISED') AS description,"
+            " argMinIf(raised_by, occurred_at, transition = 'RAISED') AS raised_by,"
+            " argMinIf(resolution, occurred_at, transition = 'CLOSED') AS resolution,"
+            " argMinIf(observed_value, occurred_at, transition = 'RAISED') AS observed_value,"
+            " argMinIf(unit, occurred_at, transition = 'RAISED') AS unit,"
+            " argMinIf(limit_low, occurred_at, transition = 'RAISED') AS limit_low,"
+            " argMinIf(limit_high, occurred_at, transition = 'RAISED') AS limit_high,"
+            " argMinIf(detection_source, occurred_at, transition = 'RAISED') AS detection_source"
+            " FROM deviations FINAL WHERE deviation_id IN {ids:Array(String)} GROUP BY deviation_id",
+            {"ids": ids},
+        )
+        return {r[0]: dict(zip(FULL_TEXT_COLUMNS + RAISED_FACT_COLUMNS, r[1:], strict=True)) for r in rows}
+
+    def deviation_rows(
+        self, flt: DeviationFilter, *, sort: str = "-raised_at", block: int = 2000
+    ) -> Iterator[dict[str, Any]]:
+        """Every matching deviation with full text, page by page (the CSV export streams these)."""
+        cursor: str | None = None
+        while True:
+            page = self.deviations(flt, sort=sort, cursor=cursor, limit=block, full_text=True)
+            yield from page.items
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    def deviation(self, deviation_id: str, *, window_minutes: int = 120) -> dict[str, Any]:
+        """One deviation with its events and batch context.
+
+        The batch's steps, the sensor summaries of its lane around it, and the module configuration in force.
+        """
+        columns = ", ".join(f"`{c}`" for c in LIST_COLUMNS)
+        sql = (
+            f"SELECT {columns} FROM ("
+            + _TRIAGE_VIEW.format(site_clause="")
+            + ") WHERE deviation_id = {deviation_id:String}"
+        )
+        names, rows = self._query(sql, {"deviation_id": deviation_id})
+        if not rows:
+            raise NotFound(f"no deviation {deviation_id}")
+        item = _row_dicts(names, rows)[0]
+        item.update(self._free_text([deviation_id]).get(deviation_id, {}))
+        raised_at = rows[0][names.index("raised_at")]
+        module_id, lane, batch_id = item["module_id"], item["lane"], item["batch_id"]
+        names, rows = self._query(
+            "SELECT event_id, transition, occurred_at, raised_by, description, resolution, duration_seconds,"
+            " observed_value FROM deviations FINAL WHERE deviation_id = {d:String}"
+            " ORDER BY occurred_at, sequence",
+            {"d": deviation_id},
+        )
+        history = _row_dicts(names, rows)
+        steps: list[dict[str, Any]] = []
+        if batch_id:
+            names, rows = self._query(
+                "SELECT step, attempt, transition, occurred_at, module_id, lane, product_code,"
+                " expected_duration_minutes, failure_reason, performed_by FROM batch_steps FINAL"
+                " WHERE batch_id = {b:String} ORDER BY occurred_at, sequence",
+                {"b": batch_id},
+            )
+            steps = _row_dicts(names, rows)
+        window = timedelta(minutes=window_minutes)
+        names, rows = self._query(
+            "SELECT window_start, window_end, parameter, unit, count, min, max, mean, alert_low, alert_high,"
+            " action_low, action_high, samples_outside_alert, samples_outside_action"
+            # no FINAL: it would merge the whole site's summaries; the window filter leaves a few rows,
+            # deduplicated by event id (a replayed copy is identical)
+            " FROM (SELECT * FROM sensor_summaries"
+            " WHERE site_id = {s:String} AND module_id = {m:String} AND ifNull(lane, 0) = {l:UInt16}"
+            " AND window_end >= {t0:DateTime64(6, 'UTC')} AND window_start <= {t1:DateTime64(6, 'UTC')}"
+            " LIMIT 1 BY event_id)"
+            " ORDER BY parameter, window_start",
+            {
+                "s": item["site_id"],
+                "m": module_id,
+                "l": lane or 0,
+                "t0": raised_at - window,
+                "t1": raised_at + window,
+            },
+        )
+        sensors = _row_dicts(names, rows)
+        names, rows = self._query(
+            "SELECT occurred_at, module_type, serial_number, lanes, components_kind, components_name,"
+            " components_version, components_content_hash, change_reason FROM module_configs FINAL"
+            " WHERE module_id = {m:String} AND occurred_at <= {t:DateTime64(6, 'UTC')}"
+            " ORDER BY occurred_at DESC LIMIT 1",
+            {"m": module_id, "t": raised_at},
+        )
+        configuration = None
+        if rows:
+            at, mtype, serial, lanes, kinds, cnames, versions, hashes, reason = rows[0]
+            configuration = {
+                "occurred_at": _iso(at),
+                "module_type": mtype,
+                "serial_number": serial,
+                "lanes": lanes,
+                "change_reason": reason,
+                "components": [
+                    {"kind": k, "name": n, "version": v, "content_hash": h}
+                    for k, n, v, h in zip(kinds, cnames, versions, hashes, strict=True)
+                ],
+            }
+        return item | {
+            "history": history,
+            "batch_steps": steps,
+            "sensor_summaries": sensors,
+            "configuration": configuration,
+        }
+
+    def deviation_changes(
+        self, after: tuple[int, str] | None, site: str | None, *, limit: int = 500, newest: bool = False
+    ) -> list[dict[str, Any]]:
+        """Triaged deviations whose newest event was ingested after ``after`` (the live stream).
+
+        In cursor order; with ``newest``, the last ``limit`` of them instead of the first.
+
+        The cursor (``_cursor``) is ``(last_ingested_at in µs, deviation_id)``: ingest time only
+        grows, so a client resuming from its last event id gets every deviation raised or changed
+        since. An UPDATED or CLOSED event moves its deviation to the end again.
+        """
+        site_clause, params = _site_clause(site)
+        where = "1"
+        if after is not None:
+            where = "(toUnixTimestamp64Micro(last_ingested_at), deviation_id) > ({a_us:Int64}, {a_id:String})"
+            params |= {"a_us": after[0], "a_id": after[1]}
+            # cheap check first (no FINAL, one column): the stream polls this twice a second
+            changed = (
+                "SELECT DISTINCT ifNull(module_id, '') FROM deviations"
+                " WHERE (toUnixTimestamp64Micro(ingested_at) > {a_us:Int64}"
+                " OR (toUnixTimestamp64Micro(ingested_at) = {a_us:Int64}"
+                f" AND deviation_id > {{a_id:String}})) {site_clause}"
+            )
+            _, modules = self._query(changed, params)
+            if not modules:
+                return []
+            # triage only the modules with changes: a duplicate needs an earlier deviation on the
+            # same module, and the configuration in force is the module's, so this is exact
+            site_clause += " AND ifNull(module_id, '') IN {changed_modules:Array(String)}"
+            params["changed_modules"] = [m for (m,) in modules]
+        columns = ", ".join(f"`{c}`" for c in LIST_COLUMNS)
+        direction = "DESC" if newest else "ASC"
+        sql = (
+            f"SELECT {columns}, toUnixTimestamp64Micro(last_ingested_at) AS _cursor FROM ("
+            + _TRIAGE.format(site_clause=site_clause)
+            + f") WHERE {where} ORDER BY _cursor {direction}, deviation_id {direction} LIMIT {int(limit)}"
+        )
+        names, rows = self._query(sql, params)
+        if newest:
+            rows.reverse()
+        return _row_dicts(names, rows)
+
+    # --- the projector's view tables (atmpnet.warehouse.views; docs/views.md) --------------------
+
+    def view_as_of(self) -> datetime | None:
+        """The "now" of the latest committed view generation (None before the first refresh)."""
+        _, rows = self._query("SELECT as_of FROM view_generations ORDER BY generation DESC LIMIT 1")
+        return rows[0][0] if rows else None
+
+    def capacity(self, site: str | None, days: int = 14) -> dict[str, Any]:
+        """Capacity per site, module and lane, from the capacity views.
+
+        Lane states now, utilization by day (busy over busy + idle lane-hours: module downtime is
+        unavailable, not idle), batches in progress by step, daily starts, completions and failures,
+        the 7-day free-lane forecast, network totals and headroom.
+        """
+        as_of = self.view_as_of()
+        if as_of is None:
+            empty: dict[str, Any] = {"as_of": None, "sites": [], "lanes": [], "daily": [], "forecast": []}
+            return empty | {"in_progress": [], "totals": None}
+        site_clause, params = _site_clause(site)
+        names, rows = self._query(
+            "SELECT l.site_id AS site_id, l.module_id AS module_id, m.module_type AS module_type,"
+            " l.lane AS lane,"
+            " lower(l.state) AS state, l.batch_id AS batch_id, l.step AS step, l.since AS since,"
+            " l.expected_free_at AS expected_free_at"
+            f" FROM (SELECT * FROM capacity_lanes WHERE 1 {site_clause}) AS l"
+            " LEFT JOIN drift_modules AS m ON l.module_id = m.module_id"
+            " ORDER BY site_id, module_id, lane",
+            params,
+        )
+        lanes = _row_dicts(names, rows)
+        first = (as_of - timedelta(days=days - 1)).date()
+        names, rows = self._query(
+            "SELECT d.site_id AS site_id, toString(d.day) AS date, d.busy AS busy_lane_hours,"
+            " d.available AS available_lane_hours,"
+            " if(d.available > 0, d.busy / d.available, NULL) AS utilization,"
+            " ifNull(s.batches_started, 0) AS starts, ifNull(s.batches_completed, 0) AS completions,"
+            " ifNull(s.batches_failed, 0) AS failures"
+            " FROM (SELECT site_id, day, sum(busy_hours) AS busy,"
+            "   sum(busy_hours + idle_hours) AS available"
+            f"   FROM capacity_lane_days WHERE day >= {{first:Date}} {site_clause}"
+            "   GROUP BY site_id, day) AS d"
+            " LEFT JOIN capacity_site_days AS s ON d.site_id = s.site_id AND d.day = s.day"
+            " ORDER BY site_id, date",
+            params | {"first": first},
+        )
+        daily = _row_dicts(names, rows)
+        names, rows = self._query(
+            "SELECT scope, site_id, lanes_total AS lanes, lanes_busy AS busy, lanes_idle AS idle,"
+            " lanes_down AS down, batches_in_progress AS in_progress, headroom, lanes_free_in_7_days,"
+            " busy_hours, available_hours,"
+            " utilization FROM capacity_totals ORDER BY scope, site_id"
+        )
+        totals = _row_dicts(names, rows)
+        week = (as_of - timedelta(days=6)).date().isoformat()
+        per_site = []
+        for t in totals:
+            if t.pop("scope") != "site" or (site is not None and t["site_id"] != site):
+                continue
+            last = [d for d in daily if d["site_id"] == t["site_id"] and d["date"] >= week]
+            avail = sum(d["available_lane_hours"] for d in last)
+            t["utilization_7d"] = sum(d["busy_lane_hours"] for d in last) / avail if avail else None
+            per_site.append(t)
+        network = next((t for t in totals if t["site_id"] == ""), None)
+        if site is not None:  # a site's own totals stand in for the network's
+            network = per_site[0] if per_site else None
+        names, rows = self._query(
+            f"SELECT site_id, step, batches FROM capacity_in_progress WHERE 1 {site_clause}", params
+        )
+        in_progress = sorted(_row_dicts(names, rows), key=lambda r: (r["site_id"], STEPS.index(r["step"])))
+        names, rows = self._query(
+            "SELECT site_id, days_ahead AS day, toString(toDate(horizon)) AS date, horizon, lanes_total,"
+            f" lanes_free AS free_lanes FROM capacity_forecast WHERE 1 {site_clause} ORDER BY day, site_id",
+            params,
+        )
+        return {
+            "as_of": _iso(as_of),
+            "sites": per_site,
+            "totals": network,
+            "lanes": lanes,
+            "in_progress": in_progress,
+            "daily": daily,
+            "forecast": _row_dicts(names, rows),
+        }
+
+    def drift(self, site: str | None) -> dict[str, Any]:
+        """Configuration drift against each module type's validated baseline, from the drift views.
+
+        Per module its state and components' states; the drift intervals with the batches that ran
+        under them (GMP impact); a site x module type x component matrix; version skew across sites.
+        """
+        as_of = self.view_as_of()
+        site_clause, params = _site_clause(site)
+        names, rows = self._query(
+            "SELECT site_id, module_id, module_type, state, baseline_id, configured_at, drifted_since"
+            f" FROM drift_modules WHERE 1 {site_clause} ORDER BY site_id, module_id",
+            params,
+        )
+        modules = _row_dicts(names, rows)
+        _, rows = self._query(
+            "SELECT module_id, component, kind, running_version, baseline_version, lower(status)"
+            f" FROM drift_components WHERE 1 {site_clause} ORDER BY module_id, component",
+            params,
+        )
+        components: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for module_id, name, kind, version, baseline, state in rows:
+            components[module_id].append(
+                {"name": name, "kind": kind, "version": version, "baseline_version": baseline, "state": state}
+            )
+        for m in modules:
+            m["components"] = components.get(m["module_id"], [])
+        names, rows = self._query(
+            "SELECT i.site_id AS site_id, i.module_id AS module_id, i.module_type AS module_type,"
+            " i.opened_at AS opened_at, i.closed_at AS closed_at,"
+            " arrayMap(c -> splitByString(': ', c)[1], i.components) AS components,"
+            " arraySort(groupUniqArrayIf(b.batch_id, b.batch_id != '')) AS batches"
+            f" FROM (SELECT * FROM drift_intervals WHERE 1 {site_clause}) AS i"
+            " LEFT JOIN drift_impact AS b ON i.module_id = b.module_id AND i.opened_at = b.opened_at"
+            " GROUP BY site_id, module_id, module_type, opened_at, closed_at, components"
+            " ORDER BY site_id, module_id, opened_at",
+            params,
+        )
+        intervals = _row_dicts(names, rows)
+        matrix: dict[tuple[str, str, str], dict[str, Any]] = {}
+        for m in modules:
+            for c in m["components"]:
+                cell = matrix.setdefault(
+                    (m["site_id"], m["module_type"], c["name"]),
+                    {
+                        "site_id": m["site_id"],
+                        "module_type": m["module_type"],
+                        "component": c["name"],
+                        "modules": 0,
+                        "drifted": 0,
+                        "versions": set(),
+                        "batches": set(),
+                    },
+                )
+                cell["modules"] += 1
+                cell["drifted"] += int(c["state"] != "in_baseline")
+                if c["version"]:
+                    cell["versions"].add(c["version"])
+        for i in intervals:
+            for name in i["components"]:
+                found = matrix.get((i["site_id"], i["module_type"], name))
+                if found is not None:
+                    found["batches"] |= set(i["batches"])
+        _, rows = self._query(
+            "SELECT module_type, component, version, sites, modules FROM drift_version_skew"
+            " WHERE versions_of_component > 1 ORDER BY module_type, component, version"
+        )
+        skew: dict[tuple[str, str], dict[str, dict[str, int]]] = defaultdict(dict)
+        for mtype, name, version, n_sites, n_modules in rows:
+            skew[(mtype, name)][version] = {"sites": int(n_sites), "modules": int(n_modules)}
+        return {
+            "as_of": _iso(as_of),
+            "modules": modules,
+            "matrix": [
+                c | {"versions": sorted(c["versions"]), "batches": sorted(c["batches"])}
+                for c in sorted(
+                    matrix.values(), key=lambda c: (c["module_type"], c["component"], c["site_id"])
+                )
+            ],
+            "intervals": intervals,
+            "version_skew": [
+                {"module_type": t, "component": n, "versions": vs} for (t, n), vs in sorted(skew.items())
+            ],
+        }
+
+    def performance(self, site: str | None) -> dict[str, Any]:
+        """Comparative performance per site and step with network medians, from the performance view.
+
+        Per site: batches started / completed / failed, success rate with its 95% Wilson interval,
+        deviations per batch, sensor control, throughput per lane-day, end-to-end cycle time (p50 and a
+        histogram in days); per site and step: cycle time p50 and p90 against the network median. A
+        site token sees its own rows and the network medians only.
+        """
+        as_of = self.view_as_of()
+        _, rows = self._query(
+            "SELECT site_id, step, metric, value, n, ci_low, ci_high, network_median FROM performance"
+        )
+        site_metrics: dict[str, dict[str, Any]] = defaultdict(dict)
+        network: dict[str, Any] = {}
+        steps: dict[tuple[str, str], dict[str, Any]] = {}
+        for s, step, metric, value, n, lo, hi, net in rows:
+            if step == "":
+                site_metrics[s][metric] = value
+                site_metrics[s][f"{metric}_n"] = n
+                if lo is not None:
+                    site_metrics[s][f"{metric}_interval"] = [lo, hi]
+                network[metric] = net
+            elif metric.startswith("cycle_time"):
+                row = steps.setdefault((s, step), {"site_id": s, "step": step})
+                key = "p50_hours" if metric == "cycle_time_p50_hours" else "p90_hours"
+                row[key] = value
+                row[f"network_median_{key}"] = net
+                row["count"] = n
+        edges = [float(d) for d in range(0, 31, 2)]
+        _, rows = self._query(
+            "SELECT site_id, countIf(started_at IS NOT NULL), countIf(outcome = 'COMPLETED'),"
+            " countIf(outcome = 'FAILED'),"
+            " quantileExactIf(0.5)(toFloat64(completed_at - started_at) / 86400, outcome = 'COMPLETED'),"
+            " groupArrayIf(toFloat64(completed_at - started_at) / 86400, outcome = 'COMPLETED')"
+            " FROM batch_status GROUP BY site_id ORDER BY site_id"
+        )
+        sites = []
+        for s, started, done, failed, p50, durations in rows:
+            m = site_metrics.get(s, {})
+            sites.append(
+                {
+                    "site_id": s,
+                    "batches_started": int(started),
+                    "batches_completed": int(done),
+                    "batches_failed": int(failed),
+                    "success_rate": m.get("success_rate"),
+                    "success_interval": m.get("success_rate_interval"),
+                    "deviations_per_batch": m.get("deviations_per_batch"),
+                    "sensor_control": m.get("sensor_control"),
+                    "throughput_per_lane_day": m.get("throughput_per_lane_day"),
+                    "cycle_time_days_p50": p50 if done else None,
+                    "cycle_time_histogram": _histogram(list(durations), edges),
+                }
+            )
+        network["cycle_time_days_p50"] = median(
+            [x["cycle_time_days_p50"] for x in sites if x["cycle_time_days_p50"]]
+        )
+        step_rows = sorted(steps.values(), key=lambda r: (r["site_id"], STEPS.index(r["step"])))
+        if site is not None:
+            sites = [x for x in sites if x["site_id"] == site]
+            step_rows = [r for r in step_rows if r["site_id"] == site]
+        return {
+            "as_of": _iso(as_of),
+            "network": network,
+            "sites": sites,
+            "steps": step_rows,
+            "histogram_edges_days": edges,
+        }
+
+
+def _utc(value: Any) -> Any:
+    # every time column is UTC; some aggregates come back without their zone
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value
+
+
+def _histogram(values: list[float], edges: list[float]) -> list[int]:
+    counts = [0] * len(edges)
+    for v in values:
+        index = sum(1 for e in edges if v >= e) - 1
+        counts[max(0, min(index, len(edges) - 1))] += 1
+    return counts

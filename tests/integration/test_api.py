@@ -1,0 +1,450 @@
+"""The query API against a real ClickHouse holding a small hand-built network (api_network.py).
+
+Role edges (401 / 403 / scoping), filters, cursor pagination, CSV export, batch context, the
+views' figures and the live SSE stream with resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from atmpnet.api.app import ApiServer, create_api
+from atmpnet.contract.codec import AvroCodec
+from atmpnet.contract.events import DeviationTransition, ProcessStep
+from atmpnet.settings import ApiToken, Settings
+from atmpnet.warehouse.connection import connect
+from atmpnet.warehouse.migrations import apply_migrations
+from clickhouse_connect.driver.client import Client
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from tests.integration.api_network import EXPECTED, T0, NetworkBuilder, build_network, store
+
+pytestmark = pytest.mark.integration
+
+SECRETS = {"ops": "ops-secret-1", "quality": "quality-secret-1", "site-a": "site-a-secret-1"}
+
+
+def tokens() -> list[ApiToken]:
+    """One token per role; the site token configured by its digest only, as production should."""
+    return [
+        ApiToken(name="ops", role="operations", token=SecretStr(SECRETS["ops"])),
+        ApiToken(name="qa", role="quality", token=SecretStr(SECRETS["quality"])),
+        ApiToken(
+            name="site-a",
+            role="site",
+            site_id="site-a",
+            token_sha256=hashlib.sha256(SECRETS["site-a"].encode()).hexdigest(),
+        ),
+    ]
+
+
+def auth(name: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {SECRETS[name]}"}
+
+
+@pytest.fixture(scope="module")
+def network_db(clickhouse_settings: Settings, codec: AvroCodec) -> Iterator[Client]:
+    database = f"test_api_{uuid.uuid4().hex[:10]}"
+    client = connect(clickhouse_settings, database)
+    apply_migrations(client)
+    store(client, codec, build_network())
+    yield client
+    with contextlib.suppress(Exception):
+        client.command(f"DROP DATABASE IF EXISTS `{database}`")
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def api(network_db: Client, clickhouse_settings: Settings) -> TestClient:
+    return TestClient(create_api(clickhouse_settings, network_db, tokens=tokens()))
+
+
+def ids(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [i["deviation_id"] for i in response.json()["items"]]
+
+
+# --- 401 / 403 edges ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/deviations",
+        "/api/v1/deviations.csv",
+        "/api/v1/deviations/D1",
+        "/api/v1/deviations/stream",
+        "/api/v1/capacity",
+        "/api/v1/drift",
+        "/api/v1/performance",
+    ],
+)
+@pytest.mark.parametrize("header", [None, "Bearer wrong-token", "Basic b3BzOm9wcw==", "Bearer "])
+def test_every_endpoint_refuses_a_missing_or_unknown_token(
+    api: TestClient, path: str, header: str | None
+) -> None:
+    r = api.get(path, headers={"Authorization": header} if header else {})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/deviations",
+        "/api/v1/capacity",
+        "/api/v1/drift",
+        "/api/v1/performance",
+        "/api/v1/deviations.csv",
+    ],
+)
+def test_a_site_token_asking_for_another_site_gets_403(api: TestClient, path: str) -> None:
+    assert api.get(path, params={"site": "site-b"}, headers=auth("site-a")).status_code == 403
+    assert api.get(path, params={"site": "site-a"}, headers=auth("site-a")).status_code == 200
+
+
+def test_a_site_token_without_a_site_filter_sees_only_its_own_site(api: TestClient) -> None:
+    body = api.get("/api/v1/deviations", headers=auth("site-a")).json()
+    assert body["site_scope"] == "site-a"
+    assert {i["site_id"] for i in body["items"]} == {"site-a"}
+    assert len(body["items"]) == EXPECTED["deviations"]["site-a"]
+    capacity = api.get("/api/v1/capacity", headers=auth("site-a")).json()
+    assert [s["site_id"] for s in capacity["sites"]] == ["site-a"]
+    assert {lane["site_id"] for lane in capacity["lanes"]} == {"site-a"}
+    drift = api.get("/api/v1/drift", headers=auth("site-a")).json()
+    assert {m["site_id"] for m in drift["modules"]} == {"site-a"}
+    performance = api.get("/api/v1/performance", headers=auth("site-a")).json()
+    assert [s["site_id"] for s in performance["sites"]] == ["site-a"]
+    assert performance["network"]["success_rate"] == pytest.approx(0.75)  # medians still over every site
+    assert api.get("/api/v1/sites", headers=auth("site-a")).json()["sites"] == ["site-a"]
+
+
+def test_a_site_token_gets_403_for_another_sites_deviation_detail(api: TestClient) -> None:
+    assert api.get("/api/v1/deviations/D4", headers=auth("site-a")).status_code == 403  # site-b's
+    assert api.get("/api/v1/deviations/D1", headers=auth("site-a")).status_code == 200
+
+
+def test_operations_sees_every_site_but_no_full_detail_and_no_export(api: TestClient) -> None:
+    body = api.get("/api/v1/deviations", headers=auth("ops")).json()
+    assert {i["site_id"] for i in body["items"]} == {"site-a", "site-b"}
+    assert all(i.get("description") is None and i.get("raised_by") is None for i in body["items"])
+    assert api.get("/api/v1/deviations/D1", headers=auth("ops")).status_code == 403
+    assert api.get("/api/v1/deviations.csv", headers=auth("ops")).status_code == 403
+    assert api.get("/api/v1/capacity", headers=auth("ops")).status_code == 200
+
+
+def test_quality_gets_full_detail_and_export_for_every_site(api: TestClient) -> None:
+    body = api.get("/api/v1/deviations", headers=auth("quality")).json()
+    assert all(i["description"] and i["raised_by"] for i in body["items"])
+    r = api.get("/api/v1/deviations.csv", headers=auth("quality"))
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert sorted(row["deviation_id"] for row in rows) == sorted(EXPECTED["class"])
+    assert {row["deviation_id"]: row["severity"] for row in rows}["D1"] == "CRITICAL"
+    assert "confidential detail" in r.text
+
+
+def test_site_csv_export_holds_only_its_own_site(api: TestClient) -> None:
+    r = api.get("/api/v1/deviations.csv", headers=auth("site-a"))
+    assert r.status_code == 200
+    assert {row["site_id"] for row in csv.DictReader(io.StringIO(r.text))} == {"site-a"}
+
+
+def test_tokens_never_reach_the_log(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    with caplog.at_level(logging.DEBUG):
+        api.get("/api/v1/deviations", headers=auth("quality"))
+        api.get("/api/v1/deviations", headers={"Authorization": "Bearer not-a-real-token-xyz"})
+    text = caplog.text + repr(tokens()) + str(tokens())
+    assert "quality-secret-1" not in text and "not-a-real-token-xyz" not in text
+
+
+# --- triage, filters, sort, pagination ------------------------------------------------------
+
+
+def test_every_deviation_is_triaged_by_the_contract(api: TestClient) -> None:
+    items = api.get("/api/v1/deviations", headers=auth("quality")).json()["items"]
+    got = {i["deviation_id"]: (i["class"], i["severity"], i["status"]) for i in items}
+    assert got == EXPECTED["class"]
+    d1 = next(i for i in items if i["deviation_id"] == "D1")
+    assert d1["priority"] == 1 and d1["age_hours"] == 19.0 and d1["overdue"] is False
+    assert d1["due_at"] == "2026-03-06T05:00:00Z"
+    versions = {i["deviation_id"]: i["software_version"] for i in items}
+    assert (
+        versions["D2"] == "controller=4.3.0" and versions["D1"] == "controller=4.2.1"
+    )  # in force when raised
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"site": "site-b"}, {"D4", "D5"}),
+        ({"module": "a-m1"}, {"D1", "D6"}),
+        ({"lane": 2}, {"D5", "D6"}),
+        ({"batch": "A3"}, {"D2", "D3"}),
+        ({"step": "EXPANSION"}, {"D1", "D6"}),
+        ({"parameter": "ph"}, {"D2", "D3"}),
+        ({"severity": "MINOR"}, {"D2", "D3", "D4", "D6"}),
+        ({"class": "DUPLICATE"}, {"D3"}),
+        ({"status": "CLOSED"}, {"D1", "D5"}),
+        ({"software_version": "4.3.0"}, {"D2", "D3"}),
+        ({"from": "2026-03-06T00:00:00Z", "to": "2026-03-08T03:00:00Z"}, {"D2", "D5", "D6"}),
+        ({"site": "site-a", "severity": "MINOR", "status": "OPEN"}, {"D2", "D3"}),
+    ],
+)
+def test_filters(api: TestClient, params: dict[str, Any], expected: set[str]) -> None:
+    assert set(ids(api.get("/api/v1/deviations", params=params, headers=auth("quality")))) == expected
+
+
+def test_sorting(api: TestClient) -> None:
+    newest_first = ids(api.get("/api/v1/deviations", headers=auth("quality")))
+    assert newest_first == ["D4", "D3", "D2", "D5", "D6", "D1"]
+    assert ids(api.get("/api/v1/deviations", params={"sort": "raised_at"}, headers=auth("quality"))) == list(
+        reversed(newest_first)
+    )
+    by_severity = ids(api.get("/api/v1/deviations", params={"sort": "severity"}, headers=auth("quality")))
+    assert by_severity[0] == "D1" and by_severity[1] == "D5"
+
+
+@pytest.mark.parametrize("sort", ["-raised_at", "raised_at", "severity", "-severity", "site", "-status"])
+def test_cursor_pagination_walks_every_deviation_once_in_a_stable_order(api: TestClient, sort: str) -> None:
+    whole = ids(api.get("/api/v1/deviations", params={"sort": sort}, headers=auth("quality")))
+    walked: list[str] = []
+    cursor = None
+    for _ in range(10):
+        params: dict[str, Any] = {"sort": sort, "limit": 2} | ({"cursor": cursor} if cursor else {})
+        r = api.get("/api/v1/deviations", params=params, headers=auth("quality"))
+        walked += ids(r)
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert walked == whole and len(set(walked)) == 6
+
+
+def test_a_foreign_or_mismatched_cursor_is_a_400(api: TestClient) -> None:
+    first = api.get("/api/v1/deviations", params={"limit": 2}, headers=auth("quality")).json()
+    other_sort = {"limit": 2, "sort": "severity", "cursor": first["next_cursor"]}
+    assert api.get("/api/v1/deviations", params=other_sort, headers=auth("quality")).status_code == 400
+    garbage = {"cursor": "not-a-cursor!!"}
+    assert api.get("/api/v1/deviations", params=garbage, headers=auth("quality")).status_code == 400
+    assert (
+        api.get("/api/v1/deviations", params={"severity": "HUGE"}, headers=auth("quality")).status_code == 422
+    )
+
+
+def test_one_deviation_comes_with_its_batch_context(api: TestClient) -> None:
+    d = api.get("/api/v1/deviations/D1", headers=auth("quality")).json()
+    assert [h["transition"] for h in d["history"]] == ["RAISED", "UPDATED", "CLOSED"]
+    assert d["resolution"] == "root cause fixed"
+    steps = d["batch_steps"]
+    assert len(steps) == 18 and {s["step"] for s in steps} == {
+        s.value for s in ProcessStep
+    }  # A1 ran to release
+    assert len(d["sensor_summaries"]) == 6  # hourly windows within ±2 h of raised_at
+    assert max(s["samples_outside_alert"] for s in d["sensor_summaries"]) == 12
+    assert d["configuration"]["components"][0] == {
+        "kind": "CONTROL_SOFTWARE",
+        "name": "controller",
+        "version": "4.2.1",
+        "content_hash": d["configuration"]["components"][0]["content_hash"],
+    }
+    assert api.get("/api/v1/deviations/NOPE", headers=auth("quality")).status_code == 404
+
+
+# --- views ----------------------------------------------------------------------------------
+
+
+def test_capacity_figures(api: TestClient) -> None:
+    cap = api.get("/api/v1/capacity", headers=auth("ops")).json()
+    assert cap["as_of"] == "2026-03-12T12:00:00Z"
+    for s in cap["sites"]:
+        site = s["site_id"]
+        assert (s["lanes"], s["busy"], s["down"]) == (
+            EXPECTED["lanes"][site],
+            EXPECTED["busy"][site],
+            EXPECTED["down"][site],
+        )
+    busy = [lane for lane in cap["lanes"] if lane["state"] == "busy"]
+    assert [(b["module_id"], b["lane"], b["batch_id"], b["step"]) for b in busy] == [
+        ("a-m2", 1, "A3", "HARVEST")
+    ]
+    assert {(r["site_id"], r["step"]) for r in cap["in_progress"]} == {
+        ("site-a", "HARVEST"),
+        ("site-b", "ACTIVATION"),
+    }
+    # A3 is in HARVEST (started T0+11d); with HARVEST, FORMULATION, CRYOPRESERVATION at 24 h each it frees
+    # its lane at T0+14d: busy on forecast days 1 and 2 (T0+12.5d, T0+13.5d), free from day 3
+    free_a = [f["free_lanes"] for f in cap["forecast"] if f["site_id"] == "site-a"]
+    assert free_a == [7, 7, 8, 8, 8, 8, 8]
+    day = next(d for d in cap["daily"] if d["site_id"] == "site-b" and d["date"] == "2026-03-12")
+    # the last day ends "now" (12:00, when the module went down): 4 lanes x 12 h, B3 busy throughout
+    assert (
+        day["available_lane_hours"] == 48.0 and day["busy_lane_hours"] == 12.0 and day["utilization"] == 0.25
+    )
+    starts = sum(d["starts"] for d in cap["daily"])
+    assert starts == 6
+
+
+def test_drift_figures(api: TestClient) -> None:
+    drift = api.get("/api/v1/drift", headers=auth("ops")).json()
+    states = {m["module_id"]: m["state"] for m in drift["modules"]}
+    assert states == {"a-m1": "IN_BASELINE", "a-m2": "DRIFTED", "b-m1": "IN_BASELINE"}
+    intervals = {(i["module_id"], i["opened_at"], i["closed_at"]): i["batches"] for i in drift["intervals"]}
+    assert intervals == {
+        ("a-m2", "2026-03-06T00:00:00Z", None): ["A3"],
+        ("b-m1", "2026-03-03T00:00:00Z", "2026-03-05T00:00:00Z"): ["B1", "B2"],
+    }
+    cell = next(c for c in drift["matrix"] if c["site_id"] == "site-a" and c["component"] == "controller")
+    assert (cell["modules"], cell["drifted"], cell["batches"]) == (2, 1, ["A3"])
+    assert drift["version_skew"] == [
+        {
+            "module_type": "cliniprep-x",
+            "component": "controller",
+            "versions": {"4.2.1": {"sites": 2, "modules": 2}, "4.3.0": {"sites": 1, "modules": 1}},
+        }
+    ]
+
+
+def test_performance_figures(api: TestClient) -> None:
+    perf = api.get("/api/v1/performance", headers=auth("ops")).json()
+    by_site = {s["site_id"]: s for s in perf["sites"]}
+    for site in EXPECTED["sites"]:
+        s = by_site[site]
+        assert s["batches_started"] == EXPECTED["started"][site]
+        assert s["batches_completed"] == EXPECTED["completed"][site]
+        assert s["batches_failed"] == EXPECTED["failed"][site]
+    a = by_site["site-a"]
+    assert a["success_rate"] == 0.5
+    assert a["success_interval"] == pytest.approx([0.0945312, 0.9054688], abs=1e-6)  # Wilson, 1 of 2
+    assert a["deviations_per_batch"] == pytest.approx(4 / 3)
+    assert a["sensor_control"] == pytest.approx(1 - 12 / 420)
+    assert a["cycle_time_days_p50"] == 10.0
+    # per batch: deviations raised on a batch (site-b's module-level D4 has none)
+    assert by_site["site-b"]["deviations_per_batch"] == pytest.approx(1 / 3)
+    assert perf["network"]["deviations_per_batch"] == pytest.approx((4 / 3 + 1 / 3) / 2)
+    expansion = next(r for r in perf["steps"] if r["site_id"] == "site-a" and r["step"] == "EXPANSION")
+    assert (
+        expansion["p50_hours"] == 24.0 and expansion["count"] == 2
+    )  # A2's failed expansion has no COMPLETED
+
+
+def test_openapi_documents_every_endpoint(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    for path in (
+        "/api/v1/deviations",
+        "/api/v1/deviations.csv",
+        "/api/v1/deviations/{deviation_id}",
+        "/api/v1/deviations/stream",
+        "/api/v1/capacity",
+        "/api/v1/drift",
+        "/api/v1/performance",
+    ):
+        assert path in paths
+    params = {p["name"] for p in paths["/api/v1/deviations"]["get"]["parameters"]}
+    assert {"site", "module", "lane", "batch", "step", "parameter", "severity", "class", "status"} <= params
+    assert {"software_version", "from", "to", "sort", "cursor", "limit"} <= params
+
+
+# --- live stream ----------------------------------------------------------------------------
+
+
+def _read_events(lines: Iterator[str], count: int, timeout_s: float) -> list[tuple[str, dict[str, Any]]]:
+    events: list[tuple[str, dict[str, Any]]] = []
+    event_id, data = None, ""
+    deadline = time.monotonic() + timeout_s
+    for line in lines:
+        if line.startswith("id: "):
+            event_id = line[4:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif line == "" and data:
+            assert event_id is not None
+            events.append((event_id, json.loads(data)))
+            data = ""
+            if len(events) >= count:
+                return events
+        if time.monotonic() > deadline:
+            break
+    return events
+
+
+def _raise(codec: AvroCodec, client: Client, dev_id: str, site: str, module: str) -> None:
+    b = NetworkBuilder()
+    at = T0 + timedelta(days=11, hours=13)
+    b.deviation(
+        dev_id, DeviationTransition.RAISED, at, site=site, module=module, lane=1, alarm_code="DAT-GAP"
+    )
+    store(client, codec, b.events, datetime.now(UTC))
+
+
+def test_stream_delivers_new_deviations_live_and_resumes_from_last_event_id(
+    clickhouse: Client, clickhouse_settings: Settings, codec: AvroCodec
+) -> None:
+    network_db = clickhouse  # a database of its own: this test adds deviations
+    apply_migrations(network_db)
+    store(network_db, codec, build_network())
+    app = create_api(clickhouse_settings, network_db, tokens=tokens(), stream_poll_s=0.1)
+    with ApiServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        url = "/api/v1/deviations/stream"
+        with http.stream("GET", url, params={"backlog": 2}, headers=auth("quality")) as r:
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+            lines = r.iter_lines()
+            backlog = _read_events(lines, 2, 5)
+            assert len(backlog) == 2  # the newest two by ingest cursor (one insert: ties by id)
+            started = time.monotonic()
+            _raise(codec, network_db, "LIVE-1", "site-b", "b-m1")
+            live = _read_events(lines, 1, 5)
+            assert [e["deviation_id"] for _, e in live] == ["LIVE-1"]
+            assert live[0][1]["class"] == "DATA_INTEGRITY" and live[0][1]["severity"] == "MAJOR"
+            assert time.monotonic() - started < 3
+            resume_from = live[0][0]
+        # while nobody listens, two more arrive; resuming from the last id delivers exactly those
+        _raise(codec, network_db, "LIVE-2", "site-a", "a-m1")
+        _raise(codec, network_db, "LIVE-3", "site-b", "b-m1")
+        headers = auth("quality") | {"Last-Event-ID": resume_from}
+        with http.stream("GET", url, headers=headers) as r:
+            assert [e["deviation_id"] for _, e in _read_events(r.iter_lines(), 2, 5)] == ["LIVE-2", "LIVE-3"]
+        # a site token's stream carries its own site only
+        with http.stream("GET", url, headers=auth("site-a") | {"Last-Event-ID": resume_from}) as r:
+            assert [e["deviation_id"] for _, e in _read_events(r.iter_lines(), 1, 5)] == ["LIVE-2"]
+        assert http.get(url, params={"site": "site-b"}, headers=auth("site-a")).status_code == 403
+        bad = auth("quality") | {"Last-Event-ID": "garbage"}
+        assert http.get(url, headers=bad).status_code == 400
+
+
+def test_the_live_streams_triage_agrees_with_the_triage_view(network_db: Client) -> None:
+    """The stream triages changed deviations from the event store in SQL; the list reads the
+    projector's view. Both implement the contract's rules, so every field they share must agree."""
+    from atmpnet.warehouse.queries import DeviationFilter, Warehouse
+
+    wh = Warehouse(network_db)
+    streamed = {i["deviation_id"]: i for i in wh.deviation_changes(None, None, limit=1000)}
+    listed = {i["deviation_id"]: i for i in wh.deviations(DeviationFilter(), limit=1000).items}
+    assert streamed.keys() == listed.keys() == EXPECTED["class"].keys()
+    for dev_id, view in listed.items():
+        for field in (
+            "class",
+            "severity",
+            "status",
+            "priority",
+            "raised_at",
+            "closed_at",
+            "updated_at",
+            "due_at",
+        ):
+            assert streamed[dev_id][field] == view[field], (dev_id, field)
+        assert streamed[dev_id]["software_version"] == view["software_version"], dev_id
+        assert streamed[dev_id]["overdue"] == view["overdue"], dev_id
