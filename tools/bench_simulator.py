@@ -6,6 +6,11 @@ top of the simulator's assembly, and ``contract.jsonl.event_to_line`` against th
 JSON-lines writer.
 
     python tools/bench_simulator.py [--days 30] [--sites 4] [--windows 1 15]
+    python tools/bench_simulator.py --chain-cost [--sites 4]   # only the hash chain's cost
+
+``--chain-cost`` compares, interleaved and best of 3 (4 sites x 3 days, one-minute windows), the
+run without the hash chain (``chain=False``, the baseline), with it (the default), and with
+the integrity faults on as well.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 
 import pydantic
 from atmpnet.contract.jsonl import event_to_line
+from atmpnet.site.simulation.network import IntegrityFaults
 from atmpnet.site.simulation.runner import event_line
 from atmpnet.site.simulator import NetworkConfig, Simulation
 
@@ -43,16 +49,40 @@ def _rate(config: NetworkConfig, validate: bool) -> tuple[int, float, Simulation
     return n, time.perf_counter() - started, sim
 
 
+def chain_cost(sites: int, rounds: int = 3) -> None:
+    """Events/s without the chain, with it, and with the integrity faults too (best of ``rounds``)."""
+    runs = {
+        "no chain (chain=False, baseline)": {"chain": False},
+        "hash chain (default)": {},
+        "hash chain + integrity faults": {"integrity_faults": IntegrityFaults()},
+    }
+    best: dict[str, float] = {}
+    events = 0
+    for _ in range(rounds):  # interleaved: other processes load the machine unevenly
+        for label, extra in runs.items():
+            config = NetworkConfig(sites=sites, days=3, sensor_window_minutes=1, **extra)  # type: ignore[arg-type]
+            events, elapsed, _ = _rate(config, validate=False)
+            best[label] = max(best.get(label, 0.0), events / elapsed)
+    base = best[next(iter(runs))]
+    print(f"hash chain cost, {sites} sites x 3 days, window 1 min, {events:,} events, best of {rounds}:")
+    for label, rate in best.items():
+        print(f"  {label:<36} {rate:>9,.0f} events/s  {rate / base:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--days", type=float, default=30.0)
     parser.add_argument("--sites", type=int, default=4)
     parser.add_argument("--windows", type=int, nargs="+", default=[1, 15])
+    parser.add_argument("--chain-cost", action="store_true", help="only measure the hash chain's cost")
     args = parser.parse_args()
     print(
         f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
         f"pydantic {pydantic.VERSION}, load average {os.getloadavg()[0]:.1f} at start"
     )
+    if args.chain_cost:
+        chain_cost(args.sites)
+        return
     for window in args.windows:
         config = NetworkConfig(sites=args.sites, days=args.days, sensor_window_minutes=window)
         n, elapsed, sim = _rate(config, validate=False)

@@ -102,7 +102,7 @@ def test_cli_check_passes_on_the_repository_and_fails_on_an_incompatible_release
 
     schemas = copy_schemas(tmp_path)
     release(
-        schemas, "batch-step", 2, lambda s: s["fields"].append({"name": "operator_badge", "type": "string"})
+        schemas, "batch-step", 3, lambda s: s["fields"].append({"name": "operator_badge", "type": "string"})
     )
     monkeypatch.setenv("ATMPNET_SCHEMA_DIR", str(schemas))
     get_settings.cache_clear()
@@ -111,7 +111,8 @@ def test_cli_check_passes_on_the_repository_and_fails_on_an_incompatible_release
     finally:
         get_settings.cache_clear()
     assert result.exit_code == 1
-    assert "v2 cannot read v1: operator_badge: field added without a default" in result.output
+    assert "v3 cannot read v1: operator_badge: field added without a default" in result.output
+    assert "v3 cannot read v2: operator_badge: field added without a default" in result.output
 
 
 def release(schemas: Path, family: str, version: int, change: Any) -> SchemaCatalog:
@@ -150,11 +151,12 @@ def test_incompatible_releases_are_refused(tmp_path: Path) -> None:
         field = next(f for f in schema["fields"] if f["name"] == "count")
         field["type"] = "int"  # long -> int loses data
 
-    catalog = release(schemas, "sensor-summary", 2, narrow)
+    catalog = release(schemas, "sensor-summary", 3, narrow)
     with pytest.raises(IncompatibleSchemaError) as info:
         catalog.check()
     assert info.value.problems == [
-        "atmp.sensor-summaries.v1-value v2 cannot read v1: count: writer type long cannot be read as int"
+        "atmp.sensor-summaries.v1-value v3 cannot read v1: count: writer type long cannot be read as int",
+        "atmp.sensor-summaries.v1-value v3 cannot read v2: count: writer type long cannot be read as int",
     ]
 
 
@@ -165,11 +167,11 @@ def test_event_catalog_doc_is_current(catalog: SchemaCatalog) -> None:
 
 def test_a_release_fastavro_cannot_parse_is_refused(tmp_path: Path) -> None:
     schemas = copy_schemas(tmp_path)
-    with pytest.raises(CatalogError, match=r"atmp\.batch-steps\.v1-value v2 .* is not valid Avro"):
+    with pytest.raises(CatalogError, match=r"atmp\.batch-steps\.v1-value v3 .* is not valid Avro"):
         release(
             schemas,
             "batch-step",
-            2,
+            3,
             lambda s: s["fields"].append(
                 {"name": "extra", "type": ["null", "atmp.Undefined"], "default": None}
             ),

@@ -36,7 +36,10 @@ def test_every_released_version_has_a_golden_record(catalog: SchemaCatalog) -> N
 def test_golden_records_decode_with_the_current_models(codec: AvroCodec, golden: Path) -> None:
     event = codec.decode(golden.read_bytes())
     assert type(event) in EVENT_TYPES + DERIVED_EVENT_TYPES
-    assert json.loads(event.model_dump_json()) == expected(golden)
+    want = expected(golden)
+    # envelope fields added after a golden was written read as their defaults
+    want["envelope"] = {"previous_hash": None, **want["envelope"]}
+    assert json.loads(event.model_dump_json()) == want
 
 
 def _subset(actual: Any, wanted: Any) -> bool:
@@ -64,7 +67,7 @@ def test_golden_records_decode_after_a_compatible_change(tmp_path: Path) -> None
         attempt = next(f for f in schema["fields"] if f["name"] == "attempt")
         attempt["type"] = "long"  # widened
 
-    catalog = release(schemas, "batch-step", 2, evolve)
+    catalog = release(schemas, "batch-step", 3, evolve)
     catalog.check()
     codec = AvroCodec(catalog)
     golden = GOLDEN / "atmp.batch-steps.v1@v1.avro"
@@ -76,5 +79,5 @@ def test_golden_records_decode_after_a_compatible_change(tmp_path: Path) -> None
     del want["performed_by"]
     as_json = json.loads(json.dumps(record, default=_json_value))
     assert _subset(as_json, want)
-    # the reader schema's version is 2, the event still says it was written as v1
+    # the reader schema's version is 3, the event still says it was written as v1
     assert record["envelope"]["schema_version"] == 1

@@ -209,9 +209,9 @@ def test_a_new_catalog_version_is_imported_alone(
     report = SchemaRegistrar(evolved, registry_client(url)).register()
 
     assert [(r.subject, r.version, r.schema_id) for r in report.imported] == [
-        ("atmp.deviations.v1-value", 2, 302)
+        ("atmp.deviations.v1-value", 3, 303)
     ]
-    assert registry.versions["atmp.deviations.v1-value"] == {1: 301, 2: 302}
+    assert registry.versions["atmp.deviations.v1-value"] == {1: 301, 2: 302, 3: 303}
     # the subject already held v1: IMPORT mode on a non-empty subject needs force
     assert ("PUT", "/mode/atmp.deviations.v1-value") in registry.requests
     assert registry.subject_modes == {}
@@ -363,7 +363,7 @@ def test_same_schema_ignores_docs_key_order_and_short_names(catalog: SchemaCatal
 
 
 def release_v2(tmp_path: Path) -> SchemaCatalog:
-    """A copy of the catalog with a compatible v2 of the deviation subject (id 302)."""
+    """A copy of the catalog with a compatible v3 of the deviation subject (id 303)."""
     from atmpnet.contract.catalog import fingerprint
     from atmpnet.settings import REPO_ROOT
 
@@ -371,14 +371,14 @@ def release_v2(tmp_path: Path) -> SchemaCatalog:
     shutil.copytree(REPO_ROOT / "schemas", copy)
     raw = json.loads((copy / "catalog.json").read_text())
     entry = raw["subjects"]["atmp.deviations.v1-value"]
-    v1 = entry["versions"][0]
+    v1 = entry["versions"][-1]  # the latest released version
     schema = json.loads((copy / v1["file"]).read_text())
     schema["fields"].append({"name": "root_cause", "type": ["null", "string"], "default": None})
-    (copy / "deviation" / "v2.avsc").write_text(json.dumps(schema))
-    v2 = dict(v1, version=2, id=302, file="deviation/v2.avsc", fingerprint="")
+    (copy / "deviation" / "v3.avsc").write_text(json.dumps(schema))
+    v2 = dict(v1, version=3, id=303, file="deviation/v3.avsc", fingerprint="")
     entry["versions"].append(v2)
     (copy / "catalog.json").write_text(json.dumps(raw))
-    v2["fingerprint"] = fingerprint(SchemaCatalog.load(copy).by_id(302).schema)
+    v2["fingerprint"] = fingerprint(SchemaCatalog.load(copy).by_id(303).schema)
     (copy / "catalog.json").write_text(json.dumps(raw))
     return SchemaCatalog.load(copy)
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 import uvicorn
 from atmpnet import telemetry
+from atmpnet.contract.chain import payload_hash
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import (
     BatchStep,
@@ -144,7 +145,11 @@ def test_an_accepted_event_arrives_in_its_topic_with_its_key_and_a_stamped_seque
     assert by_id[step.envelope.event_id].key == step.envelope.batch_id
     assert by_id[step.envelope.event_id].event.envelope.sequence == 1
     stored = by_id[second_event.envelope.event_id].event
-    assert stored == second_event.with_envelope(sequence=2)  # everything else exactly as sent
+    # chained to the module's first event (payload_hash of its canonical bytes); the rest as sent
+    first_stored = by_id[step.envelope.event_id].event
+    assert first_stored.envelope.previous_hash is None
+    assert stored.envelope.previous_hash == payload_hash(codec.encode(first_stored))
+    assert stored == second_event.with_envelope(sequence=2, previous_hash=stored.envelope.previous_hash)
     assert stored.envelope.producer == step.envelope.producer  # the producer stays the site's own
     accepted = [r.getMessage() for r in caplog.records if "via http-gateway" in r.getMessage()]
     assert accepted and SITE in accepted[0] and keys.site.split("_")[1] in accepted[0]

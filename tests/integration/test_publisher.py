@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import time
 import uuid
@@ -14,12 +15,14 @@ from uuid import UUID
 
 import pytest
 from atmpnet import telemetry
+from atmpnet.contract.chain import ChainLink, payload_hash, verify_chain
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import Event, StepTransition
 from atmpnet.contract.examples import example_events
 from atmpnet.embedded import free_port
 from atmpnet.errors import OutboxFull, PublishRefused
 from atmpnet.settings import Settings
+from atmpnet.site.outbox import Outbox
 from atmpnet.site.publisher import SitePublisher
 from atmpnet.transport import consumer_config
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -42,6 +45,7 @@ class Arrived:
     key: str
     headers: dict[str, bytes]
     event: Event
+    value: bytes = b""  # the record's bytes as they arrived (wire format)
 
 
 def read_records(
@@ -84,6 +88,7 @@ def read_records(
                     _text(msg.key()),
                     _headers(msg.headers()),
                     event,
+                    msg.value() or b"",
                 )
             )
     finally:
@@ -231,7 +236,9 @@ def test_a_site_publisher_refuses_other_sites_and_stores_nothing(
 def test_caller_sequences_are_kept_when_the_outbox_does_not_assign(
     settings: Settings, kafka_bootstrap: str, codec: AvroCodec, topics: dict[type[Event], str], tmp_path: Path
 ) -> None:
-    events = [e.with_envelope(sequence=1000 + i) for i, e in enumerate(mixed_events(5))]
+    # the caller's sequences and chain are kept as given (here: every event names the same hash)
+    named = "ab" * 32
+    events = [e.with_envelope(sequence=1000 + i, previous_hash=named) for i, e in enumerate(mixed_events(5))]
     with _publisher(
         settings, kafka_bootstrap, codec, topics, tmp_path / "o.db", assign_sequences=False
     ) as publisher:
@@ -242,6 +249,7 @@ def test_caller_sequences_are_kept_when_the_outbox_does_not_assign(
         settings, kafka_bootstrap, codec, topics.values(), {e.envelope.event_id for e in events}
     )
     assert sorted(a.event.envelope.sequence for a in arrived) == list(range(1000, 1005))
+    assert {a.event.envelope.previous_hash for a in arrived} == {named}
 
 
 def _unreachable_bootstrap() -> str:
@@ -312,6 +320,51 @@ def test_undelivered_events_are_sent_on_restart_and_sequences_continue(
         )
         seqs = [a.event.envelope.sequence for a in records]
         assert seqs == sorted(seqs)
+
+
+@pytest.mark.integration
+def test_the_hash_chain_continues_across_a_restart_and_holds_on_the_topic(
+    settings: Settings, kafka_bootstrap: str, codec: AvroCodec, topics: dict[type[Event], str], tmp_path: Path
+) -> None:
+    path = tmp_path / "o.db"
+    events = mixed_events(90, modules=2)
+    # first run offline, in two transactions: everything stays in the outbox, chained
+    offline = _publisher(settings, _unreachable_bootstrap(), codec, topics, path, site_id=SITE)
+    stored = offline.publish_many(events[:30]) + offline.publish_many(events[30:60])
+    offline.close(timeout=0)
+    with _publisher(settings, kafka_bootstrap, codec, topics, path, site_id=SITE) as publisher:
+        stored += publisher.publish_many(events[60:])  # the chain goes on from the stored heads
+        assert publisher.flush(20) == 0
+
+    arrived = read_records(
+        settings, kafka_bootstrap, codec, topics.values(), {e.envelope.event_id for e in events}
+    )
+    by_id = {a.event.envelope.event_id: a for a in arrived}
+    assert len(by_id) == len(events)
+    streams: dict[str, list[Arrived]] = defaultdict(list)
+    for a in arrived:
+        streams[str(a.event.envelope.module_id)].append(a)
+    heads = Outbox(path)
+    for module, records in streams.items():
+        records.sort(key=lambda a: a.event.envelope.sequence)
+        links = [
+            ChainLink(a.event.envelope.sequence, a.event.envelope.previous_hash, payload_hash(a.value))
+            for a in records
+        ]
+        assert [link.sequence for link in links] == list(range(1, 46))
+        assert verify_chain(links, head=heads.last_hash(module)) == []
+        # genesis unchained, every later event chained: the restart did not restart the chain
+        assert links[0].previous_hash is None
+        assert all(link.previous_hash == before.hash for before, link in itertools.pairwise(links))
+        # an altered event breaks its successor's link: the check above could fail
+        forged = [*links[:9], ChainLink(10, links[9].previous_hash, "0" * 64), *links[10:]]
+        assert [(b.before, b.after) for b in verify_chain(forged)] == [(10, 11)]
+    heads.close()
+    for sent in stored:
+        got = by_id[sent.envelope.event_id]
+        assert got.event == sent  # what the caller got back is what went on the wire
+        # the hash covers canonical bytes: re-encoding the decoded event reproduces it
+        assert payload_hash(codec.encode(got.event)) == payload_hash(got.value)
 
 
 @pytest.mark.integration
@@ -464,5 +517,8 @@ def _metric_points(reader: InMemoryMetricReader) -> dict[str, float]:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
                 points: Any = metric.data.data_points
-                out[metric.name] = sum(float(p.value) for p in points)
+                # Histograms (e.g. write latency) carry a count, not a value.
+                out[metric.name] = sum(
+                    float(p.value) if hasattr(p, "value") else float(p.count) for p in points
+                )
     return out

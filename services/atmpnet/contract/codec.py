@@ -1,8 +1,9 @@
 """Avro codec in the Confluent wire format: magic byte 0, 4-byte big-endian schema id, Avro body.
 
-The hot path calls fastavro directly with parsed schemas cached per schema id; nothing
-walks a schema per message. Readers resolve the writer's schema to the catalog's latest
-version of the subject, so events written with an older schema decode after it evolves.
+The hot path reads with a reader compiled from the writer schema (record_reader.py) and
+falls back to fastavro, with parsed schemas cached per schema id, for whatever that reader
+does not accept; nothing walks a schema per message. Readers resolve the writer's schema to
+the catalog's latest version of the subject, so events written with an older schema decode after it evolves.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastavro._read_common import SchemaResolutionError
 
 from atmpnet.contract.catalog import SchemaCatalog
 from atmpnet.contract.events import EVENT_TYPE_BY_RECORD, Event, parse_event
+from atmpnet.contract.record_reader import RecordReader, try_compile_reader
 from atmpnet.contract.registry import CatalogSource, SchemaSource
 from atmpnet.errors import (
     BadMagicByte,
@@ -35,6 +37,8 @@ class _Reader:
     writer: Any
     reader: Any  # None when the writer schema is the reader's own
     event_type: type[Event]
+    # the compiled fast path (record_reader.py); None when resolving to another schema or unsupported
+    compiled: RecordReader | None = None
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,13 @@ def _parse(schema: dict[str, Any]) -> Any:
 class AvroCodec:
     """Encode events to, and decode them from, Confluent wire-format Avro."""
 
-    def __init__(self, catalog: SchemaCatalog, source: SchemaSource | None = None) -> None:
+    def __init__(
+        self, catalog: SchemaCatalog, source: SchemaSource | None = None, *, fast_path: bool = True
+    ) -> None:
         self.catalog = catalog
         self.source = source or CatalogSource(catalog)
+        # compiled readers (record_reader.py) first; False decodes with fastavro only (tests compare)
+        self.fast_path = fast_path
         self._writers: dict[str, _Writer] = {}
         self._readers: dict[int, _Reader] = {}
 
@@ -101,11 +109,13 @@ class AvroCodec:
                 raise MalformedPayload(
                     f"writer schema {schema_id} of {record} does not parse: {exc}"
                 ) from exc
+            own = writer_schema == latest.schema
             reader = _Reader(
                 record=record,
                 writer=writer,
-                reader=None if writer_schema == latest.schema else _parse(latest.schema),
+                reader=None if own else _parse(latest.schema),
                 event_type=event_type,
+                compiled=try_compile_reader(writer_schema) if own and self.fast_path else None,
             )
             self._readers[schema_id] = reader
         return reader
@@ -120,6 +130,14 @@ class AvroCodec:
         if magic != MAGIC_BYTE:
             raise BadMagicByte(payload[0])
         reader = self._reader(schema_id)
+        if reader.compiled is not None:
+            try:
+                fast, end = reader.compiled(payload, HEADER.size)
+            except Exception:  # noqa: S110 - not accepted by the fast path: fastavro judges below
+                pass
+            else:
+                if end == len(payload):
+                    return reader.record, fast
         buf = io.BytesIO(payload)
         buf.seek(HEADER.size)
         try:

@@ -136,6 +136,7 @@ class Envelope(ContractModel):
     occurred_at: UtcDatetime
     published_at: UtcDatetime
     sequence: Annotated[AvroLong, Field(ge=1)]
+    previous_hash: Sha256Hex | None = None
     producer: Producer
     schema_version: Annotated[AvroInt, Field(ge=1)]
 
@@ -194,7 +195,7 @@ class BatchStep(Event):
 
     TOPIC = "atmp.batch-steps.v1"
     RECORD = "atmp.BatchStep"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     REQUIRED_CONTEXT = ("site_id", "module_id", "lane", "batch_id")
 
     transition: StepTransition
@@ -226,7 +227,7 @@ class SensorSummary(Event):
 
     TOPIC = "atmp.sensor-summaries.v1"
     RECORD = "atmp.SensorSummary"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     REQUIRED_CONTEXT = ("site_id", "module_id", "lane")
 
     window_start: UtcDatetime
@@ -286,7 +287,7 @@ class Deviation(Event):
 
     TOPIC = "atmp.deviations.v1"
     RECORD = "atmp.Deviation"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     REQUIRED_CONTEXT = ("site_id", "module_id")
 
     deviation_id: Ident
@@ -339,7 +340,7 @@ class ModuleConfiguration(Event):
 
     TOPIC = "atmp.module-configs.v1"
     RECORD = "atmp.ModuleConfiguration"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     REQUIRED_CONTEXT = ("site_id", "module_id")
 
     module_type: Slug
@@ -363,7 +364,7 @@ class ValidatedBaseline(Event):
 
     TOPIC = "atmp.baselines.v1"
     RECORD = "atmp.ValidatedBaseline"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     baseline_id: Ident
     module_type: Slug
@@ -468,7 +469,7 @@ class DeviationTriage(Event):
 
     TOPIC = "atmp.deviation-triage.v1"
     RECORD = "atmp.DeviationTriage"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     REQUIRED_CONTEXT = ("site_id", "module_id")
 
     deviation_id: Ident
@@ -509,7 +510,7 @@ class ConfigDrift(Event):
 
     TOPIC = "atmp.config-drift.v1"
     RECORD = "atmp.ConfigDrift"
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
     REQUIRED_CONTEXT = ("site_id", "module_id")
 
     change: DriftChange

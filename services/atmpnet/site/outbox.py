@@ -1,10 +1,12 @@
 """The durable outbox: every event a site publishes is on disk before it is produced.
 
 One SQLite file in WAL mode holds the encoded records not yet acknowledged by the broker, in
-the order they were published, and the last sequence number of every stream. A record is
-appended in the same transaction that stamps its sequence, so sequences rise by one without
-gaps across restarts, and it is deleted only when the broker has acknowledged it. Deleting on
-acknowledgement keeps the file bounded: the outbox holds exactly the undelivered records.
+the order they were published, and the head of every stream: its last sequence number and
+the chain hash of its last event (``contract/chain.py``). A record is appended in the same
+transaction that stamps its sequence and its ``previous_hash``, so sequences rise by one
+without gaps and the hash chain continues unbroken across restarts, and a record is deleted
+only when the broker has acknowledged it. Deleting on acknowledgement keeps the file bounded:
+the outbox holds exactly the undelivered records.
 
 The connection is shared by the publishing threads and the delivery thread under one lock
 (``check_same_thread=False``); SQLite itself serialises writers to one file anyway. One outbox
@@ -40,9 +42,13 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE TABLE IF NOT EXISTS streams (
     stream        TEXT PRIMARY KEY,
-    last_sequence INTEGER NOT NULL
+    last_sequence INTEGER NOT NULL,
+    last_hash     TEXT
 ) WITHOUT ROWID;
 """
+# outboxes created before the hash chain (issue 7) get the column; their streams' heads are
+# null, so those streams go on chained from their next event (an unchained prefix is allowed)
+_ADD_LAST_HASH = "ALTER TABLE streams ADD COLUMN last_hash TEXT"
 
 Durability = Literal["FULL", "NORMAL"]
 
@@ -59,12 +65,13 @@ class OutboxRecord:
 
 
 class OutboxTransaction:
-    """Records appended and sequences stamped together; committed or rolled back as one."""
+    """Records appended, sequences and chain hashes stamped together; committed or rolled back as one."""
 
     def __init__(self, outbox: Outbox) -> None:
         self._outbox = outbox
         self.rows: list[tuple[int, str, bytes, bytes, str | None]] = []
         self._stamped: dict[str, int] = {}
+        self._hashes: dict[str, str] = {}
         self._next_id = outbox._next_id
 
     def next_sequence(self, stream: str) -> int:
@@ -75,6 +82,22 @@ class OutboxTransaction:
             last = self._outbox._last_sequence.get(stream, 0)
         stamped[stream] = last + 1
         return last + 1
+
+    def last_hash(self, stream: str) -> str | None:
+        """The chain hash of the stream's last event: stamped earlier in this transaction, else committed.
+
+        None for a stream with no event yet, or whose events were published before chaining.
+        """
+        found = self._hashes.get(stream)
+        return found if found is not None else self._outbox._last_hash.get(stream)
+
+    def stamp_hash(self, stream: str, event_hash: str) -> None:
+        """Record ``event_hash`` as the head of a stream whose next sequence was just taken.
+
+        Call it with the chain hash of the event added with that sequence. A stream given a
+        sequence but no hash in a transaction gets a null head (its hash is unknown).
+        """
+        self._hashes[stream] = event_hash
 
     def add(self, topic: str, key: bytes, value: bytes, traceparent: str | None) -> int:
         """Append a record; return its outbox id (ids rise in publish order)."""
@@ -87,6 +110,11 @@ class OutboxTransaction:
     def stamped(self) -> dict[str, int]:
         """The last sequence stamped per stream in this transaction."""
         return self._stamped
+
+    def heads(self) -> list[tuple[str, int, str | None]]:
+        """(stream, last sequence, last hash) of every stream this transaction gave a sequence."""
+        hashes = self._hashes
+        return [(stream, sequence, hashes.get(stream)) for stream, sequence in self._stamped.items()]
 
 
 class Outbox:
@@ -122,9 +150,12 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={durability}")
             self._db.executescript(_SCHEMA)
-            self._last_sequence: dict[str, int] = dict(
-                self._db.execute("SELECT stream, last_sequence FROM streams").fetchall()
-            )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(streams)")}
+            if "last_hash" not in columns:
+                self._db.execute(_ADD_LAST_HASH)
+            heads = self._db.execute("SELECT stream, last_sequence, last_hash FROM streams").fetchall()
+            self._last_sequence: dict[str, int] = {stream: sequence for stream, sequence, _ in heads}
+            self._last_hash: dict[str, str] = {stream: h for stream, _, h in heads if h is not None}
             count, max_id = self._db.execute("SELECT count(*), coalesce(max(id), 0) FROM outbox").fetchone()
         except sqlite3.Error as exc:
             os.close(self._owner)
@@ -181,7 +212,7 @@ class Outbox:
 
     @contextmanager
     def transaction(self) -> Iterator[OutboxTransaction]:
-        """Stamp sequences and append records; all are committed together or none is.
+        """Stamp sequences and chain hashes and append records; all are committed together or none is.
 
         The lock is held for the whole transaction, so concurrent publishers get disjoint,
         ordered ids and sequences.
@@ -193,17 +224,19 @@ class Outbox:
             yield tx
             if not tx.rows:
                 return
+            heads = tx.heads()
             acked = self._take_acknowledged()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
                     removed = self._delete(acked)
                     self._db.executemany("INSERT INTO outbox VALUES (?, ?, ?, ?, ?)", tx.rows)
-                    if tx.stamped:
+                    if heads:
                         self._db.executemany(
-                            "INSERT INTO streams VALUES (?, ?) ON CONFLICT(stream) "
-                            "DO UPDATE SET last_sequence = excluded.last_sequence",
-                            tx.stamped.items(),
+                            "INSERT INTO streams VALUES (?, ?, ?) ON CONFLICT(stream) "
+                            "DO UPDATE SET last_sequence = excluded.last_sequence, "
+                            "last_hash = excluded.last_hash",
+                            heads,
                         )
                     self._db.execute("COMMIT")
                 except BaseException:
@@ -218,6 +251,12 @@ class Outbox:
                 raise
             # only a committed transaction moves the counters
             self._last_sequence.update(tx.stamped)
+            last_hash = self._last_hash
+            for stream, _, head in heads:
+                if head is None:
+                    last_hash.pop(stream, None)
+                else:
+                    last_hash[stream] = head
             self._next_id = tx.rows[-1][0] + 1
             self._pending += len(tx.rows) - removed
             if removed:
@@ -306,6 +345,10 @@ class Outbox:
     def last_sequence(self, stream: str) -> int:
         """The last committed sequence of ``stream`` (0 when it has none)."""
         return self._last_sequence.get(stream, 0)
+
+    def last_hash(self, stream: str) -> str | None:
+        """The committed chain hash of ``stream``'s last event (None when unknown or unchained)."""
+        return self._last_hash.get(stream)
 
     def last_id(self) -> int:
         """The id of the newest appended record (0 when none ever was)."""

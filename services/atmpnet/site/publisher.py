@@ -1,7 +1,8 @@
 """SitePublisher: the Python SDK site systems publish events with, losing none.
 
-validate -> encode (Confluent wire format) -> durable outbox (SQLite, WAL; sequences stamped in
-the same transaction) -> idempotent produce (acks=all), keyed by ``partition_key()``, with W3C
+validate -> stamp sequence and ``previous_hash`` (the stream's hash chain) -> encode (Confluent
+wire format) -> durable outbox (SQLite, WAL; sequence, chain head and record in one transaction)
+-> idempotent produce (acks=all), keyed by ``partition_key()``, with W3C
 trace context in the headers -> deleted from the outbox only in the broker's acknowledgement.
 Records still in the outbox when a publisher starts are produced again first, in outbox order.
 
@@ -13,6 +14,7 @@ producer's local queue was full, or left over from an earlier run). See docs/pub
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import threading
 import time
@@ -28,7 +30,7 @@ from opentelemetry import trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from atmpnet import telemetry
-from atmpnet.contract.codec import AvroCodec
+from atmpnet.contract.codec import HEADER, AvroCodec
 from atmpnet.contract.events import Event
 from atmpnet.errors import OutboxFull, PublishRefused
 from atmpnet.settings import Settings
@@ -57,17 +59,22 @@ _APPLY_ACKS_AFTER_S = 0.05
 
 _new = object.__new__
 _set = object.__setattr__
+_sha256 = hashlib.sha256
+_BODY = HEADER.size  # the chain hash covers the Avro body: the payload after its wire-format header
 
 
-def _with_sequence(event: Event, sequence: int) -> Event:
-    """``event.with_envelope(sequence=...)`` without pydantic's slower copy machinery.
+def _with_link(event: Event, sequence: int, previous_hash: str | None) -> Event:
+    """``event.with_envelope(sequence=..., previous_hash=...)`` without pydantic's slower copy machinery.
 
-    The event is already valid and a sequence the outbox stamps is valid by construction.
+    The event is already valid; the sequence and the hash the outbox stamps are valid by construction.
     """
     envelope = event.envelope
     stamped = _new(type(envelope))
-    _set(stamped, "__dict__", {**envelope.__dict__, "sequence": sequence})
-    _set(stamped, "__pydantic_fields_set__", envelope.__pydantic_fields_set__)  # sequence is required
+    _set(stamped, "__dict__", {**envelope.__dict__, "sequence": sequence, "previous_hash": previous_hash})
+    fields_set = envelope.__pydantic_fields_set__  # sequence is required, so always in it
+    if "previous_hash" not in fields_set:
+        fields_set = fields_set | {"previous_hash"}
+    _set(stamped, "__pydantic_fields_set__", fields_set)
     _set(stamped, "__pydantic_extra__", None)
     _set(stamped, "__pydantic_private__", None)
     copy = _new(type(event))
@@ -159,11 +166,11 @@ class SitePublisher:
     # -- publishing ---------------------------------------------------------------
 
     def publish(self, event: Event) -> Event:
-        """Publish one event; return it as stored (with its stamped sequence)."""
+        """Publish one event; return it as stored (with its stamped sequence and previous_hash)."""
         return self.publish_many((event,))[0]
 
     def publish_many(self, events: Iterable[Event]) -> list[Event]:
-        """Publish events in one outbox transaction; return them as stored, in order.
+        """Publish events in one outbox transaction; return them as stored (stamped), in order.
 
         Raises PublishRefused (nothing is stored) when an event belongs to another site, and
         OutboxFull when the outbox has no room (at once, or after ``block_timeout_s``).
@@ -207,7 +214,7 @@ class SitePublisher:
     def _store_and_send(
         self, batch: list[Event], headers: list[tuple[str, bytes]], traceparent: str | None
     ) -> list[Event]:
-        # the hot path: per event only a sequence, an encode, a key and a tuple
+        # the hot path: per event only a sequence, a link, an encode, a hash, a key and a tuple
         stored: list[Event] = []
         routes = self._routes
         assign = self.assign_sequences
@@ -216,12 +223,19 @@ class SitePublisher:
             with self._outbox.transaction() as tx:
                 add = tx.add
                 next_sequence = tx.next_sequence
+                last_hash = tx.last_hash
+                stamp_hash = tx.stamp_hash
+                stream = ""
                 for event in batch:
                     if assign:
+                        # the link is stamped before encoding, so the hash below covers the exact
+                        # bytes stored and produced, previous_hash included
                         envelope = event.envelope
-                        sequence = next_sequence(envelope.module_id or envelope.producer.id)
-                        if envelope.sequence != sequence:
-                            event = _with_sequence(event, sequence)  # noqa: PLW2901
+                        stream = envelope.module_id or envelope.producer.id
+                        sequence = next_sequence(stream)
+                        previous = last_hash(stream)
+                        if envelope.sequence != sequence or envelope.previous_hash != previous:
+                            event = _with_link(event, sequence, previous)  # noqa: PLW2901
                     route = routes.get(type(event)) or self._route(type(event))
                     value = route[1](event)
                     if len(value) > max_bytes:  # the broker would refuse it for ever: refuse it now
@@ -229,6 +243,8 @@ class SitePublisher:
                             f"event {event.envelope.event_id} encodes to {len(value)} bytes, over the "
                             f"message.max.bytes {self._message_limit} less 4096 for key and headers"
                         )
+                    if assign:
+                        stamp_hash(stream, _sha256(memoryview(value)[_BODY:]).hexdigest())
                     add(route[0], event.partition_key().encode(), value, traceparent)
                     stored.append(event)
             rows = tx.rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -214,3 +215,73 @@ def test_acknowledged_records_make_room_before_their_deletion_is_committed(tmp_p
     outbox.acknowledge(ids[:1])
     outbox.wait_for_room(1, block=False, timeout_s=0)
     assert outbox.pending() == 1
+
+
+def _append_chained(outbox: Outbox, streams: list[str]) -> list[tuple[int, str | None, str]]:
+    """Append one record per stream entry, chained as the publisher does; (sequence, previous, hash)."""
+    out = []
+    with outbox.transaction() as tx:
+        for stream in streams:
+            sequence = tx.next_sequence(stream)
+            previous = tx.last_hash(stream)
+            value = f"{stream}:{sequence}:{previous}".encode()
+            own = hashlib.sha256(value).hexdigest()
+            tx.stamp_hash(stream, own)
+            tx.add("topic", stream.encode(), value, None)
+            out.append((sequence, previous, own))
+    return out
+
+
+def test_chain_heads_are_committed_with_the_records_and_survive_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    first = Outbox(path)
+    a = _append_chained(first, ["m1", "m1", "m2"])
+    # within one transaction the head moves with each event; a new stream starts unchained
+    assert a[0][1] is None and a[1][1] == a[0][2] and a[2][1] is None
+    assert first.last_hash("m1") == a[1][2]
+    assert first.last_hash("never") is None
+
+    def fail_half_way() -> None:
+        with first.transaction() as tx:
+            tx.next_sequence("m1")
+            tx.stamp_hash("m1", "f" * 64)
+            tx.add("topic", b"k", b"v", None)
+            raise RuntimeError("encoding failed half-way")
+
+    with pytest.raises(RuntimeError):
+        fail_half_way()
+    assert first.last_hash("m1") == a[1][2]  # a rolled-back transaction moves no head
+    first.close()
+
+    again = Outbox(path)
+    b = _append_chained(again, ["m1", "m2"])
+    assert b == [(3, a[1][2], b[0][2]), (2, a[2][2], b[1][2])]
+    again.close()
+
+
+def test_a_stream_given_a_sequence_without_a_hash_gets_a_null_head(tmp_path: Path) -> None:
+    outbox = Outbox(tmp_path / "o.db")
+    _append_chained(outbox, ["m1"])
+    _append(outbox, ["m1"])  # sequence 2 with no hash: its hash is unknown, so the head is too
+    assert outbox.last_sequence("m1") == 2
+    assert outbox.last_hash("m1") is None
+    outbox.close()
+    assert Outbox(tmp_path / "o.db").last_hash("m1") is None
+
+
+def test_an_outbox_from_before_the_chain_gains_the_head_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the schema of the publishing issue, before chaining
+        db.executescript(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY, topic TEXT NOT NULL, key BLOB NOT NULL,"
+            " value BLOB NOT NULL, traceparent TEXT);"
+            "CREATE TABLE streams (stream TEXT PRIMARY KEY, last_sequence INTEGER NOT NULL) WITHOUT ROWID;"
+            "INSERT INTO streams VALUES ('m1', 41);"
+        )
+    outbox = Outbox(path)
+    assert outbox.last_sequence("m1") == 41
+    assert outbox.last_hash("m1") is None
+    [(sequence, previous, own)] = _append_chained(outbox, ["m1"])
+    assert (sequence, previous) == (42, None)  # the chain begins here: an unchained prefix is allowed
+    outbox.close()
+    assert Outbox(path).last_hash("m1") == own

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
 from atmpnet.cli import app
+from atmpnet.contract.chain import ChainLink, payload_hash, verify_chain
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.jsonl import event_from_line
 from atmpnet.sample import read_back
 from atmpnet.settings import Settings
 from atmpnet.site.simulation.publishing import simulate_to
-from atmpnet.site.simulator import GroundTruth, NetworkConfig, Simulation
+from atmpnet.site.simulator import GroundTruth, IntegrityFaults, NetworkConfig, Simulation
 from atmpnet.transport import INPUT_TOPICS
 from typer.testing import CliRunner
 
@@ -34,6 +35,21 @@ def test_simulate_writes_json_lines_and_the_truth(tmp_path: Path) -> None:
     assert truth == sim.ground_truth
     assert truth.total_events == len(events)
     assert sum(truth.event_counts.values()) == len(events)
+
+
+def test_simulate_can_inject_integrity_faults_into_the_truth(tmp_path: Path) -> None:
+    truth_path = tmp_path / "truth.json"
+    args = ["simulate", "--sites", "1", "--days", "12", "--seed", "3", "--sensor-window", "120"]
+    result = CliRunner().invoke(app, [*args, "--truth", str(truth_path), "--integrity-faults"])
+    assert result.exit_code == 0, result.output
+    truth = GroundTruth.read(truth_path)
+    sim = Simulation(
+        NetworkConfig(sites=1, days=12, seed=3, sensor_window_minutes=120, integrity_faults=IntegrityFaults())
+    )
+    for _ in sim.events():
+        pass
+    assert truth == sim.ground_truth
+    assert {f.kind for f in truth.integrity["site-a"]} >= {"DROPPED_EVENTS", "LANE_OVERLAP"}
 
 
 def test_simulate_needs_something_to_do() -> None:
@@ -67,6 +83,16 @@ def test_simulate_publishes_every_event_through_the_publisher(
         for e in Simulation(NetworkConfig(sites=1, days=2, seed=9, sensor_window_minutes=60)).events()
     }
     assert {d.event.envelope.event_id: d.event for d in delivered} == sent  # sequences kept as simulated
+    # so is the simulator's hash chain: each stream verifies on what arrived
+    streams: dict[str, list[ChainLink]] = defaultdict(list)
+    for d in delivered:
+        env = d.event.envelope
+        link = ChainLink(env.sequence, env.previous_hash, payload_hash(codec.encode(d.event)))
+        streams[env.module_id or env.producer.id].append(link)
+    assert all(verify_chain(links) == [] for links in streams.values())
+    assert sum(link.previous_hash is not None for links in streams.values() for link in links) == (
+        summary.events - len(streams)
+    )
 
 
 def test_same_seed_same_bytes_across_processes(tmp_path: Path) -> None:

@@ -4,19 +4,30 @@ Everything but the sensor summaries (steps, deviations, configurations, baseline
 is built into one sorted list; the sensor summaries (millions at one-minute windows) are made
 window by window and merged in. Events are assembled without pydantic validation: they are
 valid by construction, and the tests validate every event of short runs to prove it.
+
+At emission each event gets its stream's next sequence and, with ``NetworkConfig.chain``, its
+``previous_hash``: the chain hash (``contract.chain``) of the stream's previous event, i.e.
+SHA-256 of its Avro body under the latest schema, exactly the bytes the publisher will
+encode (the compiled writer of ``site/record_writer.py``; for sensor summaries the same bytes
+from reused fragments, ``sensor_bodies.py``). Integrity faults
+(``faults.py``) are applied before the hash, so a chain over faulty events is still intact: the
+faults are in what was produced, not tampering after it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, SafeUUID
 
+from atmpnet.contract.catalog import SchemaCatalog
+from atmpnet.contract.codec import HEADER, AvroCodec
 from atmpnet.contract.events import (
     EVENT_TYPES,
     BatchStep,
@@ -44,6 +55,7 @@ from atmpnet.site.simulation.batches import (
     plan_site_batches,
 )
 from atmpnet.site.simulation.deviations import PlannedDeviation, plan_site_deviations
+from atmpnet.site.simulation.faults import FaultPlan, fault_records, plan_site_faults
 from atmpnet.site.simulation.network import Module, NetworkConfig, SiteProfile, site_modules
 from atmpnet.site.simulation.rollouts import (
     PlannedBaseline,
@@ -51,6 +63,7 @@ from atmpnet.site.simulation.rollouts import (
     drift_intervals,
     plan_rollouts,
 )
+from atmpnet.site.simulation.sensor_bodies import SensorBodies
 from atmpnet.site.simulation.sensors import (
     SAMPLE_SECONDS,
     EffectKind,
@@ -119,6 +132,7 @@ def _envelope(
         "occurred_at": occurred_at,
         "published_at": published_at,
         "sequence": 0,
+        "previous_hash": None,
         "producer": producer,
         "schema_version": schema_version,
     }
@@ -152,11 +166,32 @@ class _LaneTrack:
     active: list[SensorEffect] = field(default_factory=list)
 
 
+def body_writers(catalog: SchemaCatalog) -> dict[type[Event], Callable[[Event], bytes]]:
+    """Per event type, a function giving the event's Avro body (its wire format minus the header).
+
+    The compiled writers of the publisher with an empty header; the codec where a schema has no
+    compiled writer. ``sha256`` of the result is ``contract.chain.payload_hash`` of the payload.
+    """
+    from atmpnet.site.record_writer import Unsupported, compile_writer
+
+    out: dict[type[Event], Callable[[Event], bytes]] = {}
+    for event_type in EVENT_TYPES:
+        try:
+            out[event_type] = compile_writer(catalog.latest(event_type.subject()).schema, b"")
+        except Unsupported:  # pragma: no cover - every committed schema compiles today
+            codec = AvroCodec(catalog)
+            out[event_type] = lambda event, codec=codec: codec.encode(event)[HEADER.size :]  # type: ignore[misc]
+    return out
+
+
 class Simulation:
     """A deterministic simulated network: same config and seed, same events and truth."""
 
-    def __init__(self, config: NetworkConfig) -> None:
+    def __init__(self, config: NetworkConfig, catalog: SchemaCatalog | None = None) -> None:
+        """Plan the run; ``catalog`` (default: the settings' schema directory) encodes for the chain."""
         self.config = config
+        self._catalog = catalog
+        self.faults: FaultPlan | None = FaultPlan() if config.integrity_faults is not None else None
         self.start = config.start.astimezone(UTC)
         self.end_us = int(config.days * 24 * US_PER_HOUR)
         self.end = self.start + timedelta(microseconds=self.end_us)
@@ -177,6 +212,17 @@ class Simulation:
             downtimes = {m.module_id: plan_module_downtimes(m, rate, self.end_us, rng) for m in modules}
             batches = plan_site_batches(profile, modules, downtimes, self.end_us, rng)
             deviations, effects = plan_site_deviations(profile, modules, batches, downtimes, self.end_us, rng)
+            if self.faults is not None and self.config.integrity_faults is not None:
+                # their own random stream: the clean plan is the same with faults on
+                plan_site_faults(
+                    profile.site_id,
+                    modules,
+                    batches,
+                    self.end_us,
+                    self.config.integrity_faults,
+                    random.Random(f"{seed}/{profile.site_id}/faults"),
+                    self.faults,
+                )
             self.sites.append(SitePlan(profile, modules, batches, deviations, effects, downtimes))
             modules_all.extend(modules)
         self.modules = modules_all
@@ -203,7 +249,15 @@ class Simulation:
             for m in self.modules
         }
         counts: Counter[type[Event]] = Counter()
-        for _, _, _, stream, cls, env, body in heapq.merge(self._fact_events(), self._sensor_events()):
+        chain_hash = self._chain_hasher() if self.config.chain else None
+        heads: dict[str, str] = {}  # stream -> chain hash of its last event
+        faults = self.faults
+        drops = faults.drops if faults else {}
+        skews = faults.skews if faults else {}
+        watched = faults.watched_batches() if faults else set()
+        for published_us, _, _, stream, cls, env, body in heapq.merge(
+            self._fact_events(), self._sensor_events()
+        ):
             sequence = sequences.get(stream, 0) + 1
             sequences[stream] = sequence
             env["event_id"] = _uuid4(getrandbits(128))
@@ -212,10 +266,53 @@ class Simulation:
                 producers[stream] = env["producer"]  # the controller now runs this version
             elif env["producer"] is None:
                 env["producer"] = producers[stream]
+            skew = skews.get(stream) if skews else None
+            if skew is not None and skew.start_us <= published_us < skew.end_us:
+                env["published_at"] = self._at(published_us + skew.offset_us)  # the clock is off
+            else:
+                skew = None
+            if chain_hash is not None:
+                env["previous_hash"] = heads.get(stream)
             body["envelope"] = _assemble(Envelope, env)
+            event = _assemble(cls, body)
+            if chain_hash is not None:
+                heads[stream] = chain_hash(cls, env, body, event)
+            if faults is not None:
+                drop = drops.get(stream) if drops else None
+                if drop is not None and drop.takes(published_us, cls is SensorSummary):
+                    drop.dropped.append((sequence, str(env["event_id"])))
+                    continue  # produced and chained, then lost in transit: never emitted
+                if skew is not None:
+                    skew.affected.append((sequence, str(env["event_id"])))
+                if cls is BatchStep and env["batch_id"] in watched:
+                    faults.seen.setdefault(env["batch_id"], []).append(
+                        (body["step"], body["transition"], env["lane"], sequence, str(env["event_id"]))
+                    )
             counts[cls] += 1
-            yield _assemble(cls, body)
+            yield event
         self._truth = self._ground_truth(counts)
+
+    def _schemas(self) -> SchemaCatalog:
+        if self._catalog is None:
+            from atmpnet.settings import get_settings
+
+            self._catalog = SchemaCatalog.load(get_settings().schema_dir)
+        return self._catalog
+
+    def _chain_hasher(self) -> Callable[[type[Event], dict[str, Any], dict[str, Any], Event], str]:
+        """The chain hash of an event: SHA-256 of its Avro body (sensor summaries the fast way)."""
+        writers = body_writers(self._schemas())
+        sensor_body = SensorBodies(
+            self._schemas().latest(SensorSummary.subject()).schema, writers[SensorSummary]
+        ).body
+        sha256 = hashlib.sha256
+
+        def chain_hash(cls: type[Event], env: dict[str, Any], body: dict[str, Any], event: Event) -> str:
+            if cls is SensorSummary:
+                return sha256(sensor_body(env, body, event)).hexdigest()
+            return sha256(writers[cls](event)).hexdigest()
+
+        return chain_hash
 
     @property
     def ground_truth(self) -> GroundTruth:
@@ -246,14 +343,20 @@ class Simulation:
                 self._step_events(batch, add)
             for deviation in site.deviations:
                 self._deviation_events(deviation, add)
+        for injected in self.faults.starts if self.faults else ():
+            self._step_events(injected.batch, add)
         items.sort()
         return iter(items)
 
     def _step_events(self, batch: PlannedBatch, add: Any) -> None:
         module = batch.module
         lims = Producer(kind=ProducerKind.SITE_MES, id=f"lims-{module.site_id}")
+        swaps = self.faults.swaps if self.faults else None
         for step in batch.steps:
             producer = lims if step.step is ProcessStep.QC_RELEASE else None
+            lane = batch.lane
+            if swaps and self.faults is not None:
+                lane = self.faults.swapped_lane(batch.batch_id, step.step) or lane
             for transition, at in ((StepTransition.STARTED, step.started), (step.outcome, step.ended)):
                 if at >= self.end_us:
                     return
@@ -261,12 +364,12 @@ class Simulation:
                 env = _envelope(
                     module.site_id,
                     module.module_id,
-                    batch.lane,
+                    lane,
                     batch.batch_id,
                     occurred,
                     occurred,
                     producer,
-                    1,
+                    BatchStep.SCHEMA_VERSION,
                 )
                 done = transition is StepTransition.COMPLETED
                 body = {
@@ -299,7 +402,14 @@ class Simulation:
                 return
             occurred = self._at(at)
             env = _envelope(
-                dev.site_id, dev.module_id, dev.lane, dev.batch_id, occurred, occurred, producer, 1
+                dev.site_id,
+                dev.module_id,
+                dev.lane,
+                dev.batch_id,
+                occurred,
+                occurred,
+                producer,
+                Deviation.SCHEMA_VERSION,
             )
             body = {
                 "envelope": None,
@@ -336,7 +446,16 @@ class Simulation:
             software_version=controller.version,
         )
         occurred = self._at(config.at)
-        env = _envelope(m.site_id, m.module_id, None, None, occurred, occurred, producer, 1)
+        env = _envelope(
+            m.site_id,
+            m.module_id,
+            None,
+            None,
+            occurred,
+            occurred,
+            producer,
+            ModuleConfiguration.SCHEMA_VERSION,
+        )
         body = {
             "envelope": None,
             "module_type": m.module_type.name,
@@ -350,7 +469,9 @@ class Simulation:
     def _baseline_event(self, baseline: PlannedBaseline, add: Any) -> None:
         occurred = self._at(baseline.at)
         producer = Producer(kind=ProducerKind.NETWORK_QUALITY, id=NETWORK_QUALITY)
-        env = _envelope(None, None, None, None, occurred, occurred, producer, 1)
+        env = _envelope(
+            None, None, None, None, occurred, occurred, producer, ValidatedBaseline.SCHEMA_VERSION
+        )
         body = {
             "envelope": None,
             "baseline_id": baseline.baseline_id,
@@ -435,7 +556,7 @@ class Simulation:
                         window_end,
                         at(published),
                         None,
-                        1,
+                        SensorSummary.SCHEMA_VERSION,
                     )
                     body = {
                         "envelope": None,
@@ -533,4 +654,7 @@ class Simulation:
             sites=sites,
             event_counts={t.__name__: counts[t] for t in EVENT_TYPES},
             total_events=sum(counts.values()),
+            integrity=fault_records(self.faults, list(sites))
+            if self.faults is not None
+            else {site: [] for site in sites},
         )

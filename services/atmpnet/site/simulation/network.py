@@ -93,6 +93,41 @@ class DeviationRates:
 
 
 @dataclass(frozen=True)
+class IntegrityFaults:
+    """How many integrity faults of each kind to inject per site (0 turns a kind off; see faults.py).
+
+    Dropped runs and skewed clocks are at most one per module (two on one stream could merge
+    into one finding); segregation faults each take a different batch that left its lane
+    before the end.
+    """
+
+    dropped_runs: int = 1
+    dropped_run_length: tuple[int, int] = (1, 5)  # consecutive sensor summaries lost per run
+    skewed_clocks: int = 1
+    skew_hours: tuple[float, float] = (2.0, 12.0)  # how long a controller's clock is off
+    batches_on_two_lanes: int = 1
+    lane_overlaps: int = 1
+    steps_out_of_order: int = 1
+
+    def __post_init__(self) -> None:
+        counts = (
+            self.dropped_runs,
+            self.skewed_clocks,
+            self.batches_on_two_lanes,
+            self.lane_overlaps,
+            self.steps_out_of_order,
+        )
+        if min(counts) < 0:
+            raise ConfigurationError("integrity fault counts must not be negative")
+        low, high = self.dropped_run_length
+        if not 1 <= low <= high:
+            raise ConfigurationError(f"dropped_run_length must be 1 <= low <= high, got {low, high}")
+        low_h, high_h = self.skew_hours
+        if not 0 < low_h <= high_h:
+            raise ConfigurationError(f"skew_hours must be 0 < low <= high, got {low_h, high_h}")
+
+
+@dataclass(frozen=True)
 class SiteProfile:
     """One manufacturing site: its modules (type name, count), failure rate and deviation rates."""
 
@@ -125,6 +160,10 @@ class NetworkConfig:
     sensor_window_minutes: int = 1
     # publication delay after the fact occurred, drawn uniformly (seconds)
     publish_delay_seconds: tuple[float, float] = (0.2, 3.0)
+    # stamp envelope.previous_hash: each stream's hash chain over the events' canonical bytes
+    chain: bool = True
+    # integrity faults to inject per site (faults.py); None: a clean run, whose views match the truth
+    integrity_faults: IntegrityFaults | None = None
 
     def __post_init__(self) -> None:
         if self.days <= 0:

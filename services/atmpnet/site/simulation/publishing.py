@@ -10,7 +10,7 @@ from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import Event
 from atmpnet.errors import ConfigurationError, SimulationError
 from atmpnet.settings import Settings
-from atmpnet.site.simulation.network import NetworkConfig
+from atmpnet.site.simulation.network import IntegrityFaults, NetworkConfig
 from atmpnet.site.simulation.runner import JsonLinesSink, Progress, RunSummary, run_simulation
 
 
@@ -29,14 +29,22 @@ def simulate_to(
     progress_every_s: float = 5.0,
     flush_timeout_s: float = 120.0,
     topic_suffix: str = "",
+    integrity_faults: bool = False,
 ) -> RunSummary:
     """Simulate, write events to ``out`` (JSON lines) and publish them when ``bootstrap_servers`` is given.
 
     Publishing goes through one network-level SitePublisher (site_id None) that keeps the
     simulator's own sequence numbers; its outbox lives under ``data_dir/simulate``; topics are
-    the contract's, with ``topic_suffix`` appended (staging or test topics).
+    the contract's, with ``topic_suffix`` appended (staging or test topics). ``integrity_faults``
+    injects the default ``IntegrityFaults`` (one of each kind per site; off by default).
     """
-    config = NetworkConfig(sites=sites, days=days, seed=seed, sensor_window_minutes=sensor_window_minutes)
+    config = NetworkConfig(
+        sites=sites,
+        days=days,
+        seed=seed,
+        sensor_window_minutes=sensor_window_minutes,
+        integrity_faults=IntegrityFaults() if integrity_faults else None,
+    )
     with ExitStack() as resources:
         sinks: list[Callable[[list[Event]], object]] = []
         if out is not None:

@@ -105,6 +105,29 @@ class SiteTruth(BaseModel):
     lane_busy_hours_by_lane: dict[str, float]  # "module_id/lane" -> hours
 
 
+class InjectedFault(BaseModel):
+    """One integrity fault the simulator injected, and what the integrity rules must find for it.
+
+    ``finding`` is the ``rules.integrity.FindingKind`` it must produce, exactly once.
+    ``sequences`` and ``event_ids`` (sorted) are, for DROPPED_EVENTS, the events that were never
+    emitted (the finding names the gap ``sequences[0]..sequences[-1]``); for every other kind,
+    the emitted events that show the fault, which are the finding's evidence.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: str
+    finding: str
+    site_id: str
+    module_id: str
+    stream: str  # as the integrity rules name it: module/<id>, batch/<id> or lane/<module>/<lane>
+    lane: int | None = None
+    batch_id: str | None = None
+    sequences: list[int]
+    event_ids: list[str]
+    description: str
+
+
 class GroundTruth(BaseModel):
     """Per-site truth of a simulation plus the network's event counts by type."""
 
@@ -113,8 +136,10 @@ class GroundTruth(BaseModel):
     end: datetime
     sensor_window_minutes: int
     sites: dict[str, SiteTruth]
-    event_counts: dict[str, int]  # by event type name (BatchStep, SensorSummary, ...)
+    event_counts: dict[str, int]  # by event type name (BatchStep, SensorSummary, ...), as emitted
     total_events: int
+    # per site: the integrity faults injected (empty lists when NetworkConfig.integrity_faults is None)
+    integrity: dict[str, list[InjectedFault]] = {}
 
     def write(self, path: Path) -> None:
         """Write the truth as indented JSON."""
