@@ -24,6 +24,7 @@ import contextlib
 import gc
 import logging
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -84,6 +85,8 @@ class ProcessorConfig:
     engine: Literal["faust", "batch"] = "faust"
     # stop by itself once assigned and no batch arrived for this long (backlog runs, tests)
     exit_when_idle_s: float | None = None
+    # how often new topics matching the router's pattern are looked for (a site mirrored in later)
+    topic_refresh_s: float = 30.0
 
 
 def _records(events: Sequence[Any]) -> list[RawRecord]:
@@ -101,8 +104,8 @@ def input_topics(settings: Settings, bootstrap_servers: str, router: TopicRouter
     """The broker's topics that carry events: the five input topics and their mirrored copies.
 
     faust-streaming's aiokafka driver cannot subscribe by pattern ("pattern does not work" in
-    its source), so the pattern is resolved against the broker's topic list at start; a site
-    mirrored in later is picked up at the next start.
+    its source), so the faust engine resolves the pattern against the broker's topic list, at
+    start and every ``topic_refresh_s`` (``Processor._topics_changed``).
     """
     admin = AdminClient(client_config(settings, bootstrap_servers))
     try:
@@ -112,6 +115,39 @@ def input_topics(settings: Settings, bootstrap_servers: str, router: TopicRouter
     return sorted(name for name in names if router.route(name) is not None)
 
 
+def faust_broker_settings(settings: Settings, bootstrap_servers: str) -> dict[str, Any]:
+    """Faust's ``broker`` and ``broker_credentials`` for these servers and security settings.
+
+    Every bootstrap server (faust takes a list of URLs), and the same security as the
+    confluent-kafka clients (transport.client_config): SASL (PLAIN, SCRAM-SHA-256/512) with
+    TLS for SASL_SSL, TLS alone for SSL; TLS verifies against the system trust store.
+    """
+    servers = [s.strip() for s in bootstrap_servers.split(",") if s.strip()]
+    if not servers:
+        raise ProcessorError("no bootstrap server given")
+    protocol = settings.kafka_security_protocol.upper()
+    credentials: faust.types.auth.CredentialsT | None = None
+    tls = ssl.create_default_context() if protocol in ("SSL", "SASL_SSL") else None
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        if not settings.kafka_sasl_mechanism or not settings.kafka_sasl_username:
+            raise ProcessorError(f"{protocol} needs a SASL mechanism and username (ATMPNET_KAFKA_SASL_*)")
+        password = settings.kafka_sasl_password
+        credentials = faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password is not None else "",
+            mechanism=settings.kafka_sasl_mechanism.upper(),
+            ssl_context=tls,
+        )
+    elif protocol == "SSL":
+        assert tls is not None
+        credentials = faust.SSLCredentials(tls)
+    elif protocol != "PLAINTEXT":
+        raise ProcessorError(
+            f"security protocol {settings.kafka_security_protocol!r} is not supported by faust"
+        )
+    return {"broker": [f"kafka://{server}" for server in servers], "broker_credentials": credentials}
+
+
 def build_app(
     config: ProcessorConfig,
     core: IngestCore,
@@ -119,11 +155,16 @@ def build_app(
     *,
     executor: ThreadPoolExecutor,
     on_batch: Callable[[int], None] | None = None,
+    broker: dict[str, Any] | None = None,
 ) -> faust.App:
-    """The faust app with its one ingest agent on every input topic."""
+    """The faust app with its one ingest agent on every input topic.
+
+    ``broker``: ``faust_broker_settings(...)``; by default the config's servers without security.
+    """
+    broker = broker or {"broker": [f"kafka://{s.strip()}" for s in config.bootstrap_servers.split(",")]}
     app = faust.App(
         config.group_id,
-        broker=f"kafka://{config.bootstrap_servers.split(',')[0]}",
+        **broker,
         processing_guarantee="at_least_once",
         broker_session_timeout=config.session_timeout_s,
         broker_heartbeat_interval=1.0,
@@ -200,25 +241,32 @@ class Processor:
         core: IngestCore,
         topics: Sequence[str],
         consumer_conf: dict[str, Any] | None = None,
+        *,
+        broker: dict[str, Any] | None = None,
+        topic_source: Callable[[], list[str]] | None = None,
     ) -> None:
+        """``broker``: faust_broker_settings(...); ``topic_source``: the input topics now (refreshed)."""
         self.config = config
         self.core = core
         self.topics = list(topics)
         (config.data_dir / "faust").mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atmpnet-ingest")
-        self.app = build_app(config, core, self.topics, executor=self._executor, on_batch=self._on_batch)
+        self.broker = broker
+        self.topic_source = topic_source
+        self.app = self._build_app()
         self.batch_loop: BatchLoop | None = None
         if config.engine == "batch":
             if consumer_conf is None:
                 raise ProcessorError("the batch engine needs a consumer configuration")
             self.batch_loop = BatchLoop(
                 consumer_conf,
-                self.topics,
+                [core.router.subscription],  # a pattern: later mirrored topics join by themselves
                 core,
                 batch_max=config.batch_max,
                 batch_within_s=config.batch_within_s,
                 retry_max_backoff_s=config.retry_max_backoff_s,
                 on_batch=self._on_batch,
+                topic_refresh_s=config.topic_refresh_s,
             )
         self.records_processed = 0
         self.batches = 0
@@ -228,6 +276,16 @@ class Processor:
         self._thread: threading.Thread | None = None
         self._started = threading.Event()
         self._error: BaseException | None = None
+
+    def _build_app(self) -> faust.App:
+        return build_app(
+            self.config,
+            self.core,
+            self.topics,
+            executor=self._executor,
+            on_batch=self._on_batch,
+            broker=self.broker,
+        )
 
     def add_after_write(self, hook: AfterWriteHook) -> None:
         """Register a post-write hook (see ``IngestCore.add_after_write``)."""
@@ -261,10 +319,25 @@ class Processor:
         if self.batch_loop is not None:
             await self._serve_batch_loop(self.batch_loop)
             return
+        try:
+            while await self._serve_app():
+                # new input topics appeared (a site mirrored in): the same group, a new app on them
+                log.info("input topics changed: restarting the faust app on %s", ", ".join(self.topics))
+                self.app = self._build_app()
+        finally:
+            self._executor.shutdown(wait=True)
+            close = getattr(self.core.dead_letter_sink, "close", None)
+            if close is not None:
+                close()
+
+    async def _serve_app(self) -> bool:
+        """Run the current faust app until stop, crash or new topics; True to run a new one."""
+        assert self._stopping is not None
         self.app.finalize()
         await self.app.start()
         gc.freeze()  # start-up objects (faust, chDB, schemas) need no more cyclic-GC passes
         self._started.set()
+        restart = False
         try:
             crashed = asyncio.ensure_future(self.app.wait_until_stopped())
             stopping = asyncio.ensure_future(self._stopping.wait())
@@ -273,18 +346,42 @@ class Processor:
                 if self.config.exit_when_idle_s
                 else None
             )
-            await asyncio.wait({crashed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            for f in (crashed, stopping, idle):
+            changed = asyncio.ensure_future(self._topics_changed()) if self.topic_source else None
+            waiting = {crashed, stopping} | ({changed} if changed is not None else set())
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            restart = changed is not None and changed.done() and not changed.cancelled() and changed.result()
+            for f in (crashed, stopping, idle, changed):
                 if f is not None:
                     f.cancel()
         finally:
+            # commits what was written; a batch still in flight stays unacked and is re-delivered
             await self.app.stop()
-            self._executor.shutdown(wait=True)
-            close = getattr(self.core.dead_letter_sink, "close", None)
-            if close is not None:
-                close()
             if self.app.crash_reason is not None:
                 self._error = self.app.crash_reason
+                restart = False
+        return restart and not self._stopping.is_set()
+
+    async def _topics_changed(self) -> bool:
+        """Poll the broker's topics; return True once the matching set grew.
+
+        faust-streaming's aiokafka driver cannot subscribe by pattern ("pattern does not work"
+        in its source, and Topic(pattern=...) is never passed to the consumer), so the faust
+        engine resolves the pattern itself every ``topic_refresh_s`` and restarts its app on
+        the new set; the batch engine subscribes with the pattern (librdkafka regex).
+        """
+        assert self.topic_source is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.topic_refresh_s)
+            try:
+                now = await loop.run_in_executor(None, self.topic_source)
+            except Exception as exc:
+                log.warning("cannot list topics: %s", exc)
+                continue
+            added = sorted(set(now) - set(self.topics))
+            if added:
+                self.topics = sorted(set(self.topics) | set(now))
+                return True
 
     async def _serve_batch_loop(self, batch_loop: BatchLoop) -> None:
         assert self._loop is not None
@@ -375,4 +472,11 @@ def create_processor(
     topics = input_topics(settings, bootstrap_servers, core.router)
     config = config or ProcessorConfig(bootstrap_servers, settings.data_dir)
     consumer_conf = consumer_config(settings, bootstrap_servers, config.group_id)
-    return Processor(config, core, topics, consumer_conf)
+    return Processor(
+        config,
+        core,
+        topics,
+        consumer_conf,
+        broker=faust_broker_settings(settings, bootstrap_servers),
+        topic_source=lambda: input_topics(settings, bootstrap_servers, core.router),
+    )

@@ -38,13 +38,18 @@ class BatchLoop:
         batch_within_s: float,
         retry_max_backoff_s: float,
         on_batch: Callable[[int], None],
+        topic_refresh_s: float = 30.0,
     ) -> None:
         self.consumer_conf = consumer_conf | {
             "enable.auto.commit": False,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "queued.max.messages.kbytes": 256 * 1024,
             "partition.assignment.strategy": "cooperative-sticky",
+            # how soon a topic created later that matches a pattern subscription is consumed
+            "topic.metadata.refresh.interval.ms": max(100, int(topic_refresh_s * 1000)),
         }
+        # topic names, or regexes starting with "^" (librdkafka matches them against the
+        # broker's topics at every metadata refresh: a site mirrored in later is picked up)
         self.topics = list(topics)
         self.core = core
         self.batch_max = batch_max

@@ -31,6 +31,7 @@ from atmpnet.contract.codec import HEADER, AvroCodec
 from atmpnet.contract.events import EVENT_TYPE_BY_RECORD, EVENT_TYPES, Event, parse_event
 from atmpnet.errors import EventValidationError, PayloadError, UnknownSchemaId
 from atmpnet.streams.dead_letter import DeadLetter, DeadLetterReason, RawRecord
+from atmpnet.streams.record_rules import FAST_RULES
 from atmpnet.warehouse.dead_letters import DeadLetterRow, insert_dead_letters
 from atmpnet.warehouse.event_store import StoredEvent, insert_events
 
@@ -69,8 +70,14 @@ class TopicRouter:
     def __init__(self, topics: dict[type[Event], str] | None = None) -> None:
         self.topics = dict(topics or {t: t.TOPIC for t in EVENT_TYPES})
         self._by_base = {name: t for t, name in self.topics.items()}
-        bases = "|".join(re.escape(name) for name in sorted(self._by_base, key=len, reverse=True))
+        ordered = sorted(self._by_base, key=len, reverse=True)
+        bases = "|".join(re.escape(name) for name in ordered)
         self.pattern = rf"^(?:[a-z0-9][a-z0-9-]{{0,62}}\.)?(?:{bases})$"
+        # the same set as a POSIX extended regex (librdkafka's subscription syntax: no (?:...),
+        # only "." and "-" to escape in topic names): a consumer subscribed to it picks up a
+        # site's mirrored topic created later, at its next metadata refresh
+        posix_bases = "|".join(name.replace(".", "\\.") for name in ordered)
+        self.subscription = rf"^([a-z0-9][a-z0-9-]{{0,62}}\.)?({posix_bases})$"
         self._regex = re.compile(rf"^(?:(?P<site>[a-z0-9][a-z0-9-]{{0,62}})\.)?(?P<base>{bases})$")
         self._cache: dict[str, tuple[type[Event], str | None] | None] = {}
 
@@ -168,8 +175,11 @@ class IngestCore:
         *,
         router: TopicRouter | None = None,
         dead_letter_sink: DeadLetterSink | None = None,
+        fast_rules: bool = True,
     ) -> None:
         self.client = client
+        # validate sensor summaries on the record (record_rules.py); False: pydantic for every event
+        self.fast_rules = fast_rules
         self.codec = codec
         self.router = router or TopicRouter()
         self.dead_letter_sink = dead_letter_sink
@@ -204,6 +214,8 @@ class IngestCore:
         seen: set[UUID] = set()
         route_of = self.router.route
         decode_record = self.codec.decode_record
+        fast = self.fast_rules
+        fast_rules = FAST_RULES
         for record in records:
             value = record.value
             if value is None:
@@ -231,35 +243,44 @@ class IngestCore:
                 reason = f"a {record_name} event on {record.topic}, which carries {topic_type.RECORD}"
                 self._reject(out, record, DeadLetterReason.WRONG_TOPIC, reason, schema_id, avro)
                 continue
-            try:
-                event = parse_event(event_type, avro)
-            except EventValidationError as exc:
-                self._reject(out, record, DeadLetterReason.INVALID, str(exc), schema_id, avro)
-                continue
-            expected_key = event.partition_key()
+            rules = fast_rules.get(event_type) if fast else None
+            event: Event | None = None
+            if rules is not None and rules.valid(avro):
+                # the contract's rules hold (record_rules.py): no model until something reads it
+                expected_key = rules.partition_key(avro)
+                envelope = avro["envelope"]
+                site_id, event_id = envelope["site_id"], envelope["event_id"]
+            else:
+                try:
+                    event = parse_event(event_type, avro)
+                except EventValidationError as exc:
+                    self._reject(out, record, DeadLetterReason.INVALID, str(exc), schema_id, avro)
+                    continue
+                expected_key = event.partition_key()
+                site_id, event_id = event.envelope.site_id, event.envelope.event_id
             key = record.key.decode("utf-8", "replace") if record.key is not None else None
             if key != expected_key:
                 reason = f"record key {key!r} is not the event's partition key {expected_key!r}"
                 self._reject(out, record, DeadLetterReason.KEY_MISMATCH, reason, schema_id, avro)
                 continue
-            site_id = event.envelope.site_id
             if site_prefix is not None and site_id is not None and site_id != site_prefix:
                 reason = f"event of site {site_id!r} on {record.topic}, mirrored from site {site_prefix!r}"
                 self._reject(out, record, DeadLetterReason.SITE_MISMATCH, reason, schema_id, avro)
                 continue
-            event_id = event.envelope.event_id
             if event_id in seen:
                 out.duplicates += 1
                 continue
             seen.add(event_id)
             stored = StoredEvent(
-                event=event,
-                schema_id=schema_id or 0,
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                raw=value,
-                traceparent=_header(record.headers, "traceparent") if record.headers else None,
+                event,
+                schema_id or 0,
+                record.topic,
+                record.partition,
+                record.offset,
+                value,
+                _header(record.headers, "traceparent") if record.headers else None,
+                record=avro if event is None else None,
+                event_type=event_type,
             )
             out.events.setdefault(event_type, []).append(stored)
         return out
@@ -370,7 +391,7 @@ def _event_spans(written: WrittenBatch, batch_span: trace.Span, started: float) 
             links=[link],
             start_time=start_ns,
             attributes={
-                "atmpnet.event_id": str(stored.event.envelope.event_id),
+                "atmpnet.event_id": str(stored.event_id),
                 "messaging.destination.name": stored.topic,
                 "messaging.kafka.partition": stored.partition,
                 "messaging.kafka.offset": stored.offset,

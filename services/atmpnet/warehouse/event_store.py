@@ -8,8 +8,7 @@ FINAL: a query sees exactly one row per event id whether or not a merge has happ
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +23,7 @@ from atmpnet.contract.events import (
     ModuleConfiguration,
     SensorSummary,
     ValidatedBaseline,
+    parse_event,
 )
 from atmpnet.errors import WarehouseError
 
@@ -44,6 +44,7 @@ COMMON_COLUMNS: tuple[str, ...] = (
     "occurred_at",
     "published_at",
     "sequence",
+    "previous_hash",  # migration 0003 (envelope v2, issue 7)
     "producer_kind",
     "producer_id",
     "producer_software_version",
@@ -58,17 +59,71 @@ COMMON_COLUMNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
 class StoredEvent:
-    """An event with where it was read from: what one event-store row holds."""
+    """An event with where it was read from: what one event-store row holds.
 
-    event: Event
-    schema_id: int
-    topic: str
-    partition: int
-    offset: int
-    raw: bytes
-    traceparent: str | None = None
+    The ingest's fast path (streams/record_rules.py) keeps a sensor summary as its validated
+    Avro record and builds the model only when something reads ``event`` (the hooks of
+    ``atmpnet process`` do not): the row is made from the record.
+    """
+
+    __slots__ = (
+        "_event",
+        "event_type",
+        "offset",
+        "partition",
+        "raw",
+        "record",
+        "schema_id",
+        "topic",
+        "traceparent",
+    )
+
+    def __init__(
+        self,
+        event: Event | None,
+        schema_id: int,
+        topic: str,
+        partition: int,
+        offset: int,
+        raw: bytes,
+        traceparent: str | None = None,
+        *,
+        record: dict[str, Any] | None = None,
+        event_type: type[Event] | None = None,
+    ) -> None:
+        if event is None and (record is None or event_type is None):
+            raise ValueError("a stored event needs the event, or its validated record and type")
+        self._event = event
+        self.event_type: type[Event] = type(event) if event is not None else event_type  # type: ignore[assignment]
+        self.record = record
+        self.schema_id = schema_id
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.raw = raw
+        self.traceparent = traceparent
+
+    @property
+    def event(self) -> Event:
+        """The event model (built from the validated record on first use)."""
+        if self._event is None:
+            assert self.record is not None
+            self._event = parse_event(self.event_type, self.record)
+        return self._event
+
+    @property
+    def event_id(self) -> UUID:
+        """The envelope's event id, without building the model."""
+        if self._event is None:
+            assert self.record is not None
+            event_id: UUID = self.record["envelope"]["event_id"]
+            return event_id
+        return self._event.envelope.event_id
+
+    def __repr__(self) -> str:
+        where = f"{self.topic}[{self.partition}]:{self.offset}"
+        return f"StoredEvent({self.event_type.__name__} {self.event_id} @ {where})"
 
 
 def _batch_step(e: Any) -> list[Any]:
@@ -235,8 +290,62 @@ def column_names(event_type: type[Event]) -> tuple[str, ...]:
     return COMMON_COLUMNS + FAMILY_COLUMNS[event_type][0]
 
 
+def _sensor_summary_record_row(stored: StoredEvent, ingested_at: datetime) -> list[Any]:
+    """``event_row`` of a sensor summary from its validated record (tests prove them equal)."""
+    r = stored.record
+    assert r is not None
+    env = r["envelope"]
+    producer = env["producer"]
+    return [
+        env["event_id"],
+        env["site_id"] or "",
+        env["module_id"],
+        env["lane"],
+        env["batch_id"],
+        env["occurred_at"],
+        env["published_at"],
+        env["sequence"],
+        env["previous_hash"],
+        producer["kind"],
+        producer["id"],
+        producer["software_version"],
+        env["schema_version"],
+        stored.schema_id,
+        stored.topic,
+        stored.partition,
+        stored.offset,
+        ingested_at,
+        stored.traceparent,
+        stored.raw,
+        r["window_start"],
+        r["window_end"],
+        r["parameter"],
+        r["unit"],
+        r["count"],
+        r["min"],
+        r["max"],
+        r["mean"],
+        r["stddev"],
+        r["last"],
+        r["alert_low"],
+        r["alert_high"],
+        r["action_low"],
+        r["action_high"],
+        r["samples_outside_alert"],
+        r["samples_outside_action"],
+    ]
+
+
+# rows straight from validated records (families with a fast path in streams/record_rules.py)
+RECORD_ROWS: dict[type[Event], Callable[[StoredEvent, datetime], list[Any]]] = {
+    SensorSummary: _sensor_summary_record_row,
+}
+
+
 def event_row(stored: StoredEvent, ingested_at: datetime) -> list[Any]:
     """The row of one stored event, in ``column_names`` order."""
+    if stored.record is not None and stored.event_type in RECORD_ROWS:  # kept by the fast path
+        return RECORD_ROWS[stored.event_type](stored, ingested_at)
     event = stored.event
     env = event.envelope
     producer = env.producer
@@ -249,6 +358,7 @@ def event_row(stored: StoredEvent, ingested_at: datetime) -> list[Any]:
         env.occurred_at,
         env.published_at,
         env.sequence,
+        env.previous_hash,
         producer.kind.value,
         producer.id,
         producer.software_version,
@@ -273,13 +383,45 @@ def insert_events(client: Client, events: dict[type[Event], list[StoredEvent]], 
     for event_type, stored in events.items():
         if not stored:
             continue
-        rows = [event_row(s, ingested_at) for s in stored]
+        names = column_names(event_type)
+        columns = [list(c) for c in zip(*(event_row(s, ingested_at) for s in stored), strict=True)]
         try:
-            client.insert(TABLES[event_type], rows, column_names=list(column_names(event_type)))
+            # DateTime64(6) columns as integer microseconds: clickhouse-connect writes ints as they
+            # are instead of converting each datetime through timestamp() (~1.3x faster inserts)
+            for i, name in enumerate(names):
+                if name in _INSTANT_COLUMNS:
+                    columns[i] = [(value - _EPOCH) // _MICROSECOND for value in columns[i]]
+            client.insert(
+                TABLES[event_type],
+                columns,
+                column_names=list(names),
+                column_oriented=True,
+                # the batch has no duplicate ids (the core dropped them) and reads use FINAL, so
+                # collapsing the block at insert time is work for nothing (~15% of the insert)
+                settings={"optimize_on_insert": 0},
+            )
         except Exception as exc:  # clickhouse-connect raises several unrelated types
-            raise WarehouseError(f"cannot insert {len(rows)} rows into {TABLES[event_type]}: {exc}") from exc
-        written += len(rows)
+            raise WarehouseError(
+                f"cannot insert {len(stored)} rows into {TABLES[event_type]}: {exc}"
+            ) from exc
+        written += len(stored)
     return written
+
+
+# the event store's DateTime64(6, 'UTC') columns (never null: models require them, aware UTC)
+_INSTANT_COLUMNS = frozenset(
+    {
+        "occurred_at",
+        "published_at",
+        "ingested_at",
+        "window_start",
+        "window_end",
+        "approved_at",
+        "effective_from",
+    }
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def count_events(client: Client, event_type: type[Event] | None = None) -> int:
