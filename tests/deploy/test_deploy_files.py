@@ -11,6 +11,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -462,6 +464,74 @@ def test_acls_let_a_site_write_only_its_own_prefix() -> None:
         assert environment(services()[name])["ATMPNET_KAFKA_SASL_USERNAME"] == principal
     for var in re.findall(r"set_scram \S+ (\w+)", users):
         assert var in environment(services()["kafka-init"]), f"kafka-init lacks {var}"
+
+
+def _run_acls(tmp_path: Path, *args: str, sites: str = "") -> tuple[subprocess.CompletedProcess[str], str]:
+    """Run acls.sh against a stand-in kafka-acls.sh that only records its arguments."""
+    bash = shutil.which("bash")
+    if bash is None:
+        pytest.skip("bash is not available")
+    log = tmp_path / "granted.log"
+    fake = tmp_path / "kafka-acls.sh"
+    fake.write_text('#!/bin/sh\necho "$*" >> "$ACLS_LOG"\n')
+    fake.chmod(0o755)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "KAFKA_ADMIN_BOOTSTRAP": "kafka-1:19092",
+        "KAFKA_BIN": str(tmp_path),
+        "ACLS_LOG": str(log),
+        "ATMP_SITES": sites,
+    }
+    done = subprocess.run(
+        [bash, str(DEPLOY / "kafka" / "acls.sh"), *args], env=env, capture_output=True, text=True, check=False
+    )
+    return done, log.read_text() if log.exists() else ""
+
+
+@pytest.mark.parametrize(
+    "site",
+    [
+        "atmp",
+        "atmpnet",
+        "atmpnet-processor",
+        "mm2-offset-syncs",
+        "_schemas",
+        "__consumer",
+        "admin",
+        "schema-registry",
+        "mirror",
+        "Site-A",
+        "site.a",
+        "site a",
+        "site-*",
+        "-site",
+        "",
+        "a" * 64,
+    ],
+)
+def test_acls_refuse_a_reserved_or_malformed_site_id_before_granting_anything(
+    tmp_path: Path, site: str
+) -> None:
+    # "atmp" would get prefix rights over "atmp." (every central topic), "admin" the super user's name
+    if site.strip() and " " not in site:  # ATMP_SITES is split on blanks
+        done, granted = _run_acls(tmp_path, "central", sites=f"site-a {site}")
+        assert done.returncode != 0, done.stdout
+        assert f"site id '{site}'" in done.stderr
+        assert granted == "", "no ACL is added when any site id is refused"
+    done, granted = _run_acls(tmp_path, "site", site)
+    assert done.returncode != 0
+    assert "site id" in done.stderr
+    assert granted == ""
+
+
+def test_acls_grant_valid_site_ids_their_own_prefix(tmp_path: Path) -> None:
+    done, granted = _run_acls(tmp_path, "central", sites="site-a 7-north")
+    assert done.returncode == 0, done.stderr
+    assert "--resource-pattern-type prefixed --topic site-a." in granted
+    assert "--resource-pattern-type prefixed --topic 7-north." in granted
+    done, granted = _run_acls(tmp_path, "site", "site-a")
+    assert done.returncode == 0, done.stderr
+    assert "User:site-a" in granted
 
 
 def test_topics_script_creates_the_contract_topics() -> None:

@@ -60,9 +60,15 @@ class StepSpan:
 
     @property
     def cycle_time(self) -> timedelta | None:
-        """COMPLETED minus STARTED, for completed attempts."""
+        """COMPLETED minus STARTED, for completed attempts; None unless positive.
+
+        A completion at or before its start is a clock fault, a data-integrity matter
+        (``rules.integrity``), not an observation: it stays out of the forecast medians and the
+        cycle-time percentiles.
+        """
         if self.outcome is StepTransition.COMPLETED and self.started_at and self.ended_at:
-            return self.ended_at - self.started_at
+            took = self.ended_at - self.started_at
+            return took if took > timedelta(0) else None
         return None
 
 
@@ -214,6 +220,23 @@ def lanes(configs: Iterable[ConfigFact], steps: Iterable[Batch]) -> list[LaneRef
     return sorted(found, key=lambda r: (r.site_id, r.module_id, r.lane))
 
 
+def module_starts(configs: Iterable[ConfigFact], steps: Iterable[StepFact]) -> dict[str, datetime]:
+    """Per module, when it is first seen: its first configuration or batch step, whichever is earlier.
+
+    A module commissioned later in the observed period has no lane-hours before then (its
+    lanes were not available, not idle). A batch step counts too, so that a configuration that
+    arrives with a skewed clock never cuts off busy time.
+    """
+    out: dict[str, datetime] = {}
+    for module_id, t in [
+        *((c.module_id, c.occurred_at) for c in configs),
+        *((f.module_id, f.occurred_at) for f in steps),
+    ]:
+        if module_id not in out or t < out[module_id]:
+            out[module_id] = t
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class LaneNow:
     """A lane's state at ``as_of``."""
@@ -280,7 +303,7 @@ class CapacityResult:
 
 
 def expected_step_hours(all_batches: Iterable[Batch]) -> dict[ProcessStep, float]:
-    """Per step, the network median of observed cycle times; else of the announced durations."""
+    """Per step, the network median of observed (positive) cycle times; else of the announced durations."""
     observed: dict[ProcessStep, list[float]] = defaultdict(list)
     announced: dict[ProcessStep, list[float]] = defaultdict(list)
     for b in all_batches:
@@ -303,7 +326,8 @@ def expected_free_at(b: Batch, as_of: datetime, expected: dict[ProcessStep, floa
         return as_of
     hours = 0.0
     if cur.ended_at is None or cur.ended_at > as_of:
-        own = cur.expected_duration_minutes / 60 if cur.expected_duration_minutes else expected[cur.step]
+        announced = cur.expected_duration_minutes
+        own = announced / 60 if announced is not None else expected[cur.step]
         assert cur.started_at is not None
         hours += max(0.0, own - (as_of - cur.started_at).total_seconds() / HOUR)
     for step in STEPS[STEP_INDEX[cur.step] + 1 : STEP_INDEX[ON_MODULE_LAST] + 1]:
@@ -318,10 +342,16 @@ def capacity(  # noqa: PLR0912
     as_of: datetime,
     observed_from: datetime,
 ) -> CapacityResult:
-    """The capacity view at ``as_of``; lane-days cover [observed_from, as_of)."""
+    """The capacity view at ``as_of``; lane-days cover [observed_from, as_of).
+
+    Each lane's observed window starts no earlier than its module's first configuration or
+    batch step (``module_starts``).
+    """
+    steps, configs = list(steps), list(configs)  # each read twice
     all_batches = batches(steps)
     down = down_intervals(deviations)
     refs = lanes(configs, all_batches.values())
+    first_seen = module_starts(configs, steps)
     expected = expected_step_hours(all_batches.values())
 
     occupancy: dict[LaneRef, list[tuple[Interval, Batch]]] = defaultdict(list)
@@ -332,11 +362,12 @@ def capacity(  # noqa: PLR0912
 
     lanes_now, lane_days = [], []
     for ref in refs:
-        busy = _clip([o for o, _ in occupancy[ref]], observed_from, as_of)
-        down_all = _clip(down.get(ref.module_id, []), observed_from, as_of)
+        start = max(observed_from, first_seen.get(ref.module_id, observed_from))
+        busy = _clip([o for o, _ in occupancy[ref]], start, as_of)
+        down_all = _clip(down.get(ref.module_id, []), start, as_of)
         down_free = _minus(down_all, busy)
         busy_h, down_h = _hours_by_day(busy), _hours_by_day(down_free)
-        window_h = _hours_by_day([(observed_from, as_of)])
+        window_h = _hours_by_day([(start, as_of)])
         for day in sorted(window_h):
             b_h, d_h = busy_h.get(day, 0.0), down_h.get(day, 0.0)
             lane_days.append(LaneDay(ref, day, b_h, d_h, max(0.0, window_h[day] - b_h - d_h)))

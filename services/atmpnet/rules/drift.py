@@ -4,7 +4,9 @@ At time t a module's state compares its latest configuration (occurred_at <= t) 
 latest baseline of its type (effective_from <= t). The state can only change at a
 configuration's occurred_at or a baseline's effective_from, so the timeline is evaluated at
 exactly those instants; a drift interval opens at the first instant the module is DRIFTED and
-closes at the first later instant it is not.
+closes at the first later instant it is not. Only instants up to ``as_of`` count: a baseline
+approved now but effective later changes nothing until then (no interval opens, or closes, in
+the future).
 """
 
 from __future__ import annotations
@@ -104,13 +106,18 @@ def state_of(config: ConfigFact, baseline: BaselineFact | None, at: datetime) ->
 
 
 def timelines(
-    configs: Iterable[ConfigFact], baselines: Iterable[BaselineFact]
+    configs: Iterable[ConfigFact], baselines: Iterable[BaselineFact], as_of: datetime
 ) -> dict[str, list[ModuleState]]:
-    """Per module, its state at every instant it may change, in time order."""
+    """Per module, its state at every instant up to ``as_of`` it may change, in time order.
+
+    Configurations after ``as_of`` and baselines effective after it are not seen yet, so a
+    module configured only after ``as_of`` has no timeline.
+    """
     index = Baselines(baselines)
     by_module: dict[str, list[ConfigFact]] = defaultdict(list)
     for c in unique(configs):
-        by_module[c.module_id].append(c)
+        if c.occurred_at <= as_of:
+            by_module[c.module_id].append(c)
     out: dict[str, list[ModuleState]] = {}
     for module_id, cs in by_module.items():
         cs.sort(key=ConfigFact.order_key)
@@ -118,7 +125,7 @@ def timelines(
         instants = set(times)
         for module_type in {c.module_type for c in cs}:
             effective = (b.effective_from for b in index.by_type.get(module_type, []))
-            instants.update(t for t in effective if t > times[0])
+            instants.update(t for t in effective if times[0] < t <= as_of)
         states = []
         for t in sorted(instants):
             config = cs[bisect.bisect_right(times, t) - 1]
@@ -160,10 +167,16 @@ def _interval(opened: ModuleState, closed_at: datetime | None) -> DriftInterval:
     return DriftInterval(cfg.site_id, cfg.module_id, cfg.module_type, opened.at, closed_at, diffs)
 
 
-def drift_intervals(configs: Iterable[ConfigFact], baselines: Iterable[BaselineFact]) -> list[DriftInterval]:
-    """Every module's drift intervals, sorted by (module, opened_at)."""
+def drift_intervals(
+    configs: Iterable[ConfigFact], baselines: Iterable[BaselineFact], as_of: datetime
+) -> list[DriftInterval]:
+    """Every module's drift intervals as known at ``as_of``, sorted by (module, opened_at).
+
+    None opens or closes after ``as_of``: an interval that a later-effective baseline will
+    close is still open (closed_at None), so the derived stream never publishes the future.
+    """
     out = []
-    for module_id, timeline in sorted(timelines(configs, baselines).items()):
+    for module_id, timeline in sorted(timelines(configs, baselines, as_of).items()):
         del module_id
         out += intervals(timeline)
     return out
@@ -174,11 +187,9 @@ def states_at(
 ) -> dict[str, ModuleState]:
     """Each module's state at ``as_of`` (modules configured after it are left out)."""
     out = {}
-    for module_id, timeline in timelines(configs, baselines).items():
-        now = [s for s in timeline if s.at <= as_of]
-        if now:
-            last = now[-1]
-            out[module_id] = ModuleState(as_of, last.config, last.baseline, last.state, last.components)
+    for module_id, timeline in timelines(configs, baselines, as_of).items():
+        last = timeline[-1]
+        out[module_id] = ModuleState(as_of, last.config, last.baseline, last.state, last.components)
     return out
 
 

@@ -4,6 +4,13 @@ Metrics: step cycle time p50 and p90 (hours), batch success rate with a 95% Wils
 deviations per batch, sensor control (share of samples within alert limits) and throughput
 (batches completed per available lane-day). The network median of a metric is the median of
 the sites' values (sites without a value left out).
+
+Cycle times at or below zero (completed before started: a clock fault, a data-integrity matter
+for ``rules.integrity``) are not observations and stay out of the percentiles
+(``StepSpan.cycle_time``).
+Deviations per batch count the deviations raised on a batch, DUPLICATE ones left out (the same
+problem raised again while the first is open); per step, a deviation counts for its ``step``
+when it names one, else for the batch's step in progress on its lane when it was raised.
 """
 
 from __future__ import annotations
@@ -11,9 +18,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
-from atmpnet.contract.events import ProcessStep
+from atmpnet.contract.events import DeviationClass, ProcessStep
 from atmpnet.rules.capacity import HOUR, Batch, BatchOutcome, LaneDay
 from atmpnet.rules.stats import median, percentile, wilson_interval
 from atmpnet.rules.triage import TriagedDeviation
@@ -52,6 +60,26 @@ class PerformanceRow:
     network_median: float
 
 
+def step_of(deviation: TriagedDeviation, batch: Batch | None) -> ProcessStep | None:
+    """The step a deviation counts for: its own ``step``, else the batch's step in progress then.
+
+    In progress = the batch's latest step attempt started by ``raised_at`` that had not ended
+    before it; a deviation raised between two steps counts for no step (only for the batch).
+    """
+    if deviation.step is not None:
+        return deviation.step
+    if batch is None:
+        return None
+    return _running(batch, deviation.raised_at)
+
+
+def _running(batch: Batch, at: datetime) -> ProcessStep | None:
+    cur = batch.current(at)
+    if cur is None or (cur.ended_at is not None and cur.ended_at < at):
+        return None
+    return cur.step
+
+
 def _site_metrics(  # noqa: PLR0912
     all_batches: Iterable[Batch],
     triaged: Iterable[TriagedDeviation],
@@ -62,7 +90,8 @@ def _site_metrics(  # noqa: PLR0912
     reached: dict[tuple[str, ProcessStep], set[str]] = defaultdict(set)
     started: dict[str, int] = defaultdict(int)
     done: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # completed, failed
-    for b in all_batches:
+    by_id = {b.batch_id: b for b in all_batches}
+    for b in by_id.values():
         if b.started_at is not None:
             started[b.site_id] += 1
         if b.outcome is BatchOutcome.COMPLETED:
@@ -77,11 +106,12 @@ def _site_metrics(  # noqa: PLR0912
     devs_site: dict[str, int] = defaultdict(int)
     devs_step: dict[tuple[str, ProcessStep], int] = defaultdict(int)
     for t in triaged:
-        if t.batch_id is None:
+        if t.batch_id is None or t.deviation_class is DeviationClass.DUPLICATE:
             continue
         devs_site[t.site_id] += 1
-        if t.step is not None:
-            devs_step[(t.site_id, t.step)] += 1
+        step = step_of(t, by_id.get(t.batch_id))
+        if step is not None:
+            devs_step[(t.site_id, step)] += 1
     available: dict[str, float] = defaultdict(float)
     for ld in lane_days:
         available[ld.lane.site_id] += ld.busy_hours + ld.idle_hours

@@ -41,6 +41,9 @@ DUE_AFTER = {
     Severity.MAJOR: timedelta(days=7),
     Severity.MINOR: timedelta(days=30),
 }
+# data-integrity findings of lane segregation (a batch on two lanes, a lane overlap, steps out of
+# order) can mean a mix-up of patient material: CRITICAL, not the class's MAJOR (docs/integrity.md)
+SEGREGATION_PREFIX = "DAT-SEG-"
 # repeats of one parameter on one module closer than this join one cluster
 REPEAT_WINDOW = timedelta(days=7)
 
@@ -55,9 +58,14 @@ def base_class(alarm_code: str | None, parameter: str | None) -> DeviationClass:
 
 
 def severity(
-    cls: DeviationClass, *, duration_seconds: float | None, step: ProcessStep | None, batch_id: str | None
+    cls: DeviationClass,
+    *,
+    duration_seconds: float | None,
+    step: ProcessStep | None,
+    batch_id: str | None,
+    alarm_code: str | None = None,
 ) -> Severity:
-    """Severity of a deviation of class ``cls`` (the contract's table)."""
+    """Severity of a deviation of class ``cls`` (the contract's table; segregation codes CRITICAL)."""
     if cls is DeviationClass.DUPLICATE:
         return Severity.MINOR
     if cls is DeviationClass.PROCESS_EXCURSION:
@@ -66,6 +74,8 @@ def severity(
         return Severity.MINOR
     if cls is DeviationClass.EQUIPMENT:
         return Severity.MAJOR if batch_id else Severity.MINOR
+    if cls is DeviationClass.DATA_INTEGRITY and (alarm_code or "").startswith(SEGREGATION_PREFIX):
+        return Severity.CRITICAL
     if cls in (DeviationClass.ENVIRONMENTAL, DeviationClass.DATA_INTEGRITY):
         return Severity.MAJOR
     return Severity.MINOR
@@ -233,7 +243,13 @@ def triage(
         did = r.deviation_id
         cls0 = base_class(r.alarm_code, r.parameter)
         cls = DeviationClass.DUPLICATE if did in dup_of else cls0
-        sev = severity(cls, duration_seconds=r.duration_seconds, step=r.step, batch_id=r.batch_id)
+        sev = severity(
+            cls,
+            duration_seconds=r.duration_seconds,
+            step=r.step,
+            batch_id=r.batch_id,
+            alarm_code=r.alarm_code,
+        )
         due = r.occurred_at + DUE_AFTER[sev]
         status = life.status_at(as_of)
         end = life.closed_at if status is DeviationStatus.CLOSED and life.closed_at else as_of

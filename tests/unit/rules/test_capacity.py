@@ -3,7 +3,8 @@ from datetime import date
 
 import pytest
 from atmpnet.contract.events import DeviationTransition, ProcessStep, StepTransition
-from atmpnet.rules.capacity import BatchOutcome, LaneState, batches, capacity
+from atmpnet.rules.capacity import BatchOutcome, LaneState, batches, capacity, expected_step_hours
+from atmpnet.rules.triage import triage
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,6 +83,57 @@ def test_announced_duration_is_used_for_the_running_step() -> None:
     assert lane.expected_free_at == at(10)
 
 
+def test_non_positive_cycle_times_stay_out_of_the_forecast() -> None:
+    # B1 completed EXPANSION in 10 h; B2 and B3 "completed" it before / as it started (clock skew):
+    # data-integrity findings, not observations, so the median stays 10 h (not 0 h or -2.5 h)
+    skewed = [
+        step("B2", S.EXPANSION, StepTransition.STARTED, 50, lane=2),
+        step("B2", S.EXPANSION, StepTransition.COMPLETED, 45, lane=2),
+        step("B3", S.EXPANSION, StepTransition.STARTED, 60, lane=3),
+        step("B3", S.EXPANSION, StepTransition.COMPLETED, 60, lane=3),
+    ]
+    found = batches([*batch_run("B1", 0, 10.0), *skewed])
+    assert found["B2"].spans[(S.EXPANSION, 1)].cycle_time is None
+    assert found["B3"].spans[(S.EXPANSION, 1)].cycle_time is None
+    assert expected_step_hours(found.values())[S.EXPANSION] == 10.0
+    # only skewed observations of a step: fall back to the announced durations
+    only_skewed = [
+        step("B4", S.HARVEST, StepTransition.STARTED, 10, expected_minutes=120),
+        step("B4", S.HARVEST, StepTransition.COMPLETED, 9),
+    ]
+    assert expected_step_hours(batches(only_skewed).values())[S.HARVEST] == 2.0
+
+
+def test_an_announced_duration_is_used_whatever_its_value() -> None:
+    # the schema requires >= 1 minute; a 0 must still count as announced, not as absent
+    steps = [
+        *batch_run("B1", 0, 10.0),
+        step("B2", S.APHERESIS_RECEIPT, StepTransition.STARTED, 200, lane=2, expected_minutes=0),
+    ]
+    result = capacity(steps, [], [config(0, lanes=2)], at(202), at(0))
+    lane2 = next(ln for ln in result.lanes_now if ln.lane.lane == 2)
+    # nothing left of APHERESIS_RECEIPT (announced 0) + 7 later on-module steps x 10 h
+    assert lane2.expected_free_at == at(202 + 70)
+
+
+def test_utilization_of_a_module_starts_when_it_was_configured() -> None:
+    # m02 is commissioned on day 3 (hour 48): days 1 and 2 are not idle time of its lanes
+    configs = [config(0, lanes=1), config(48, lanes=1, module="site-a-m02")]
+    steps = batch_run("B1", 50, 1.0, module="site-a-m02")
+    result = capacity(steps, [], configs, at(72), at(0))
+    m02 = [d for d in result.lane_days if d.lane.module_id == "site-a-m02"]
+    assert [d.day for d in m02] == [date(2026, 3, 4)]
+    (day,) = m02
+    assert (day.busy_hours, day.idle_hours) == (8.0, 16.0)
+    assert day.utilization == pytest.approx(8 / 24)
+    m01 = [d for d in result.lane_days if d.lane.module_id == "site-a-m01"]
+    assert sum(d.idle_hours for d in m01) == 72.0
+    # a module without a configuration is observed from its first event
+    bare = capacity(batch_run("B9", 30, 1.0, module="site-a-m09"), [], configs, at(72), at(0))
+    m09 = [d for d in bare.lane_days if d.lane.module_id == "site-a-m09"]
+    assert sum(d.busy_hours + d.idle_hours for d in m09) == 42.0
+
+
 _STEPS = [
     *batch_run("B1", 0, 3.0),
     *batch_run("B2", 5, 2.5, fail_at=S.TRANSDUCTION, lane=2),
@@ -100,3 +152,17 @@ def test_capacity_is_invariant_to_order_and_duplicates(rng: random.Random, repea
     assert got.lane_days == expected.lane_days
     assert got.site_days == expected.site_days
     assert got.forecast == expected.forecast
+
+
+def test_a_deviation_closed_before_it_was_raised_has_no_downtime_and_no_negative_age() -> None:
+    # clock skew: CLOSED at hour 10, RAISED at hour 12 (a data-integrity matter, not downtime)
+    where = {"lane": None, "batch": None, "parameter": None, "alarm": "EQP-PWR"}
+    devs = [
+        deviation("DN", DeviationTransition.RAISED, 12, **where),  # type: ignore[arg-type]
+        deviation("DN", DeviationTransition.CLOSED, 10, **where),  # type: ignore[arg-type]
+    ]
+    result = capacity([], devs, [config(0, lanes=1)], at(20), at(0))
+    assert sum(d.down_hours for d in result.lane_days) == 0.0
+    assert [ln.state for ln in result.lanes_now] == [LaneState.IDLE]
+    (t,) = triage(devs, [config(0, lanes=1)], at(20))
+    assert t.age_hours == 0.0

@@ -154,3 +154,23 @@ def test_triage_is_invariant_to_order_and_duplicates(rng: random.Random, repeats
     rng.shuffle(shuffled)
     assert triage(shuffled, [], at(30)) == expected
     assert triage_changes(shuffled, [], at(30)) == expected_changes
+
+
+def test_segregation_findings_are_critical_other_data_integrity_major() -> None:
+    di = DeviationClass.DATA_INTEGRITY
+    for code in ("DAT-SEG-BATCH-TWO-LANES", "DAT-SEG-LANE-OVERLAP", "DAT-SEG-STEP-ORDER"):
+        assert (
+            severity(di, duration_seconds=None, step=None, batch_id="B", alarm_code=code) is Severity.CRITICAL
+        )
+    for other in ("DAT-SEQUENCE-GAP", "DAT-CHAIN-BREAK", "DAT-GAP-01", None):
+        assert (
+            severity(di, duration_seconds=None, step=None, batch_id="B", alarm_code=other) is Severity.MAJOR
+        )
+    # through the view rule: a segregation deviation is triaged CRITICAL, unless it is a duplicate
+    seg = [
+        deviation("S1", DeviationTransition.RAISED, 1, parameter=None, alarm="DAT-SEG-LANE-OVERLAP"),
+        deviation("S2", DeviationTransition.RAISED, 2, parameter=None, alarm="DAT-SEG-LANE-OVERLAP"),
+    ]
+    rows = {t.deviation_id: t for t in triage(seg, [], at(3))}
+    assert (rows["S1"].deviation_class, rows["S1"].severity) == (di, Severity.CRITICAL)
+    assert (rows["S2"].deviation_class, rows["S2"].severity) == (DeviationClass.DUPLICATE, Severity.MINOR)
