@@ -13,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import DERIVED_EVENT_TYPES, EVENT_TYPES, Event
 from atmpnet.settings import Settings
 from atmpnet.site.publisher import SitePublisher
-from atmpnet.site.simulator import GroundTruth
 from atmpnet.streams.app import Processor, ProcessorConfig, create_processor
 from atmpnet.streams.derived import BackgroundProjector, DerivedPublisher, ViewProjector, derived_events
 from atmpnet.streams.ingest import TopicRouter
@@ -35,12 +32,12 @@ from atmpnet.warehouse.views import read_views, rebuild_views
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from tests.integration.ground_truth_checks import assert_views_match_truth
 from tests.integration.test_views import LATENESS, shuffled_within, simulate
 
 pytestmark = pytest.mark.integration
 
 SITES, DAYS, WINDOW_MINUTES = 4, 30, 240
-HOURS = 1e-6  # busy hours compared to well below one microsecond of lane time
 
 
 @dataclass
@@ -160,47 +157,6 @@ def consume_all(settings: Settings, bootstrap: str, topics: list[str], codec: Av
     return out
 
 
-def assert_views_match_truth(views: dict[str, list[tuple[Any, ...]]], truth: GroundTruth) -> None:
-    (as_of,) = {r[8] for r in views["capacity_lanes"]}
-    tail_hours = (truth.end - as_of).total_seconds() / 3600
-    assert timedelta(0) <= truth.end - as_of < timedelta(minutes=WINDOW_MINUTES)
-    for site, st in truth.sites.items():
-        days = [r for r in views["capacity_site_days"] if r[0] == site]
-        assert (sum(r[2] for r in days), sum(r[3] for r in days), sum(r[4] for r in days)) == (
-            st.batches_started,
-            st.batches_completed,
-            st.batches_failed,
-        ), site
-        batches = Counter(r[5] for r in views["batch_status"] if r[0] == site)
-        assert batches["IN_PROGRESS"] == st.batches_in_progress
-        triaged = [r for r in views["deviation_triage"] if r[2] == site]
-        assert dict(Counter(r[12] for r in triaged)) == {
-            k: v for k, v in st.deviations_by_class.items() if v
-        }, site
-        assert dict(Counter(r[13] for r in triaged)) == {
-            k: v for k, v in st.deviations_by_severity.items() if v
-        }
-        intervals: dict[str, list[tuple[Any, Any]]] = {}
-        for r in views["drift_intervals"]:
-            if r[0] == site:
-                intervals.setdefault(r[1], []).append((r[3], r[4]))
-        expected = {m: [(i.opened_at, i.closed_at) for i in v] for m, v in st.drift_intervals.items() if v}
-        assert {m: sorted(v) for m, v in intervals.items()} == expected, site
-        # the events end at as_of (the last event); the truth clips at the simulation end, which no
-        # event carries: the lanes still busy at as_of account for the tail exactly
-        by_lane: dict[str, float] = {}
-        for r in views["capacity_lane_days"]:
-            if r[0] == site:
-                by_lane[f"{r[1]}/{r[2]}"] = by_lane.get(f"{r[1]}/{r[2]}", 0.0) + r[4]
-        busy_now = {f"{r[1]}/{r[2]}" for r in views["capacity_lanes"] if r[0] == site and r[5] is not None}
-        for lane, hours in st.lane_busy_hours_by_lane.items():
-            tail = tail_hours if lane in busy_now else 0.0
-            assert by_lane.get(lane, 0.0) + tail == pytest.approx(hours, abs=HOURS), (site, lane)
-        assert sum(by_lane.values()) + tail_hours * len(busy_now) == pytest.approx(
-            st.lane_busy_hours, abs=HOURS
-        )
-
-
 def test_views_equal_the_ground_truth_through_duplicates_shuffles_and_rebuild(
     pipelines: Any, tmp_path: Path, settings: Settings, kafka_bootstrap: str, codec: AvroCodec
 ) -> None:
@@ -212,7 +168,7 @@ def test_views_equal_the_ground_truth_through_duplicates_shuffles_and_rebuild(
     live.wait_for(len(events), len(events))
     print(f"published and processed {len(events)} events in {time.monotonic() - started:.1f}s")
     views = read_views(live.client)
-    assert_views_match_truth(views, truth)
+    assert_views_match_truth(views, truth, WINDOW_MINUTES)
 
     # every derived event the views imply is on its topic, each id once
     derived_topics = [live.topics[t] for t in DERIVED_EVENT_TYPES]

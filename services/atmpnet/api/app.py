@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from atmpnet.api import dashboard, deviations, stream, views
+from atmpnet.api import dashboard, deviations, integrity, stream, views
 from atmpnet.api.auth import TokenBook
 from atmpnet.errors import AtmpError, WarehouseError
 from atmpnet.settings import ApiToken, Settings
@@ -65,6 +65,10 @@ def create_api(
         openapi_tags=[
             {"name": "deviations", "description": "Triaged deviations: list, detail, CSV, live stream."},
             {"name": "views", "description": "Capacity, configuration drift, comparative performance."},
+            {
+                "name": "integrity",
+                "description": "Completeness, integrity findings, attribution of view rows, batch digests.",
+            },
         ],
     )
     app.state.settings = settings
@@ -74,6 +78,7 @@ def create_api(
     app.include_router(stream.router)  # before /deviations/{id}: "stream" is no deviation id
     app.include_router(deviations.router)
     app.include_router(views.router)
+    app.include_router(integrity.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

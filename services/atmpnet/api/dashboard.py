@@ -29,9 +29,14 @@ PAGES = {
 }
 
 
+# pages reached by links, not from the navigation
+LINKED_PAGES = {"digest": "Batch review digest"}
+
+
 def _page(request: Request, name: str) -> HTMLResponse:
+    title = PAGES.get(name) or LINKED_PAGES.get(name, "Sign in")
     response = templates.TemplateResponse(
-        request, f"{name}.html", {"page": name, "title": PAGES.get(name, "Sign in"), "pages": PAGES}
+        request, f"{name}.html", {"page": name, "title": title, "pages": PAGES}
     )
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -73,3 +78,9 @@ async def performance(request: Request) -> HTMLResponse:
 async def triage(request: Request) -> HTMLResponse:
     """Live deviation triage queue."""
     return _page(request, "triage")
+
+
+@router.get("/digest", response_class=HTMLResponse)
+async def digest(request: Request) -> HTMLResponse:
+    """Batch review digest (``?batch=<id>``), with its printable export."""
+    return _page(request, "digest")

@@ -1,4 +1,4 @@
-"""Derived streams: triaged deviations and drift changes, published after each view refresh.
+"""Derived streams: triaged deviations, drift changes and integrity deviations, after each refresh.
 
 What is published is a pure function of the event store, like the views: each deviation's
 first triage and each change of its status (``atmp.deviation-triage.v1``), and each drift
@@ -7,6 +7,11 @@ deterministic id (uuid5 of what it says: deviation and status; module, opening a
 so a replay, a rebuild or a crash between publishing and recording publishes the same ids
 again, never new ones; subscribers dedupe by ``envelope.event_id``. Ids already acknowledged by
 the broker are recorded in ``derived_published`` and not produced again.
+
+Each data-integrity finding of the views (``integrity_findings``) is raised as a ``Deviation``
+on the deviations topic (producer kind PROCESSOR, ``deviation_id`` = the finding id, alarm code
+``DAT-...``), so it is ingested, stored and triaged like any other deviation. The integrity rules
+leave the platform's own deviations out, so raising one never causes another.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import (
     DERIVED_EVENT_TYPES,
     ConfigDrift,
+    DetectionSource,
+    Deviation,
     DeviationStatus,
+    DeviationTransition,
     DeviationTriage,
     DriftChange,
     DriftedComponent,
@@ -37,11 +45,11 @@ from atmpnet.contract.events import (
 )
 from atmpnet.contract.events import Producer as EventProducer
 from atmpnet.errors import AtmpError
-from atmpnet.rules import drift, triage
+from atmpnet.rules import drift, integrity, triage
 from atmpnet.settings import Settings
 from atmpnet.streams.ingest import WrittenBatch
 from atmpnet.transport import ensure_topics, producer_config
-from atmpnet.warehouse.views import RefreshResult, ViewSet, refresh_views
+from atmpnet.warehouse.views import PLATFORM_PRODUCER_KIND, RefreshResult, ViewSet, refresh_views
 
 log = logging.getLogger(__name__)
 _published = telemetry.meter("atmpnet.streams.derived").create_counter(
@@ -51,6 +59,9 @@ _published = telemetry.meter("atmpnet.streams.derived").create_counter(
 DERIVED_NAMESPACE = UUID("0b5a9d0e-3f57-4c61-9d0c-5be0a1f4e7c2")
 PUBLISHED_TABLE = "derived_published"
 PRODUCER = EventProducer(kind=ProducerKind.PROCESSOR, id="atmpnet-views")
+INTEGRITY_PRODUCER = EventProducer(kind=ProducerKind(PLATFORM_PRODUCER_KIND), id="atmpnet-integrity")
+INTEGRITY_RAISED_BY = "processor/integrity"
+MAX_EVIDENCE_IN_DESCRIPTION = 12
 _STATUS_SEQUENCE = {DeviationStatus.OPEN: 1, DeviationStatus.INVESTIGATING: 2, DeviationStatus.CLOSED: 3}
 
 
@@ -68,16 +79,77 @@ def drift_event_id(module_id: str, opened_at: datetime, change: DriftChange) -> 
     return uuid5(DERIVED_NAMESPACE, f"config-drift/{module_id}/{opened_at.isoformat()}/{change}")
 
 
-def _envelope(event_id: UUID, at: datetime, sequence: int, **where: Any) -> Envelope:
+def integrity_event_id(finding_id: str) -> UUID:
+    """The id of the deviation event that raises an integrity finding: the same on every replay."""
+    return uuid5(DERIVED_NAMESPACE, f"integrity-deviation/{finding_id}/RAISED")
+
+
+def _envelope(
+    event_id: UUID,
+    at: datetime,
+    sequence: int,
+    producer: EventProducer = PRODUCER,
+    schema_version: int = 1,
+    **where: Any,
+) -> Envelope:
     return Envelope(
         event_id=event_id,
         occurred_at=at,
         published_at=datetime.now(UTC),
         sequence=sequence,
-        producer=PRODUCER,
-        schema_version=1,
+        producer=producer,
+        schema_version=schema_version,
         **where,
     )
+
+
+def integrity_description(f: integrity.Finding) -> str:
+    """What the deviation says: the finding's message (module, sequences) and its evidence ids."""
+    ids = list(f.evidence)
+    shown = ", ".join(ids[:MAX_EVIDENCE_IN_DESCRIPTION])
+    more = len(ids) - MAX_EVIDENCE_IN_DESCRIPTION
+    evidence = (
+        f"{shown} and {more} more (GET /api/v1/attribution?view=integrity_findings)" if more > 0 else shown
+    )
+    seqs = f" Sequences: {'-'.join(str(n) for n in f.sequences)}." if f.sequences else ""
+    return f"{f.message}.{seqs} Evidence (event ids): {evidence}."[:4000]
+
+
+def integrity_deviations(findings: Sequence[integrity.Finding]) -> list[Deviation]:
+    """A RAISED data-integrity deviation per finding, at the time of its latest evidence.
+
+    A finding on a producer's stream (no module) names the producer as the module; a finding
+    with no site (the network's baseline stream) has no site to raise it at and is left to the
+    integrity view.
+    """
+    out = []
+    for f in sorted(findings, key=lambda f: f.finding_id):
+        at = f.last_at or f.first_at
+        if not f.site_id or at is None:
+            continue
+        module = f.module_id or f.stream.split("/", 1)[-1]
+        out.append(
+            Deviation(
+                envelope=_envelope(
+                    integrity_event_id(f.finding_id),
+                    at,
+                    1,
+                    INTEGRITY_PRODUCER,
+                    Deviation.SCHEMA_VERSION,
+                    site_id=f.site_id,
+                    module_id=module,
+                    lane=f.lane,
+                    batch_id=f.batch_id,
+                ),
+                deviation_id=f.finding_id,
+                transition=DeviationTransition.RAISED,
+                detection_source=DetectionSource.SYSTEM,
+                raised_by=INTEGRITY_RAISED_BY,
+                alarm_code=f.alarm_code,
+                description=integrity_description(f),
+            )
+        )
+    return out
 
 
 def triage_events(changes: Sequence[triage.TriageChange]) -> list[DeviationTriage]:
@@ -158,12 +230,16 @@ def drift_events(intervals: Sequence[drift.DriftInterval]) -> list[ConfigDrift]:
 
 
 def derived_events(views: ViewSet) -> list[Event]:
-    """Every derived event the views imply, triage first, each stream in time order."""
+    """Every derived event the views imply: triage, drift, then integrity deviations."""
     facts = views.facts
     if facts.as_of is None:
         return []
     changes = triage.triage_changes(facts.deviations, facts.configs, facts.as_of)
-    return [*triage_events(changes), *drift_events(views.drift_intervals)]
+    return [
+        *triage_events(changes),
+        *drift_events(views.drift_intervals),
+        *integrity_deviations([f for f in views.findings if f.finding_id in views.settled]),
+    ]
 
 
 @dataclass

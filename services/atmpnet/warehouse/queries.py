@@ -138,6 +138,7 @@ classified AS (
                base_class = 'PROCESS_EXCURSION', 'MINOR',
                base_class = 'EQUIPMENT', if(batch_id IS NOT NULL, 'MAJOR', 'MINOR'),
                base_class = 'SENSOR_FAULT', 'MINOR',
+               base_class = 'DATA_INTEGRITY' AND startsWith(ifNull(alarm_code, ''), 'DAT-SEG-'), 'CRITICAL',
                'MAJOR') AS severity,
            multiIf(severity = 'CRITICAL', 0, severity = 'MAJOR', 1, 2) AS severity_rank,
            multiIf(is_closed, 'CLOSED', updates > 0, 'INVESTIGATING', 'OPEN') AS status,
@@ -788,6 +789,255 @@ class Warehouse:
             "steps": step_rows,
             "histogram_edges_days": edges,
         }
+
+    # --- integrity, attribution, digest (issue 7, docs/integrity.md) ---------------------------
+
+    def completeness(self, site: str | None) -> dict[str, Any]:
+        """Per site: expected, received and on-time events (the ``completeness`` view), with findings."""
+        clause, params = _site_clause(site)
+        cols, rows = self._query(
+            "SELECT site_id, streams, expected, received, missing, on_time, skewed, received_share,"
+            f" on_time_share FROM completeness WHERE site_id != '' {clause} ORDER BY site_id",
+            params,
+        )
+        sites = _row_dicts(cols, rows)
+        _, counts = self._query(
+            "SELECT site_id, kind, severity, count() FROM integrity_findings WHERE site_id != ''"
+            f" {clause} GROUP BY site_id, kind, severity ORDER BY site_id, kind",
+            params,
+        )
+        by_site: dict[str, dict[str, int]] = defaultdict(dict)
+        for site_id, kind, _severity, n in counts:
+            by_site[site_id][kind] = by_site[site_id].get(kind, 0) + int(n)
+        for row in sites:
+            row["findings"] = by_site.get(row["site_id"], {})
+        expected = sum(r["expected"] for r in sites)
+        totals = {
+            "expected": expected,
+            "received": sum(r["received"] for r in sites),
+            "on_time": sum(r["on_time"] for r in sites),
+            "findings": sum(sum(r["findings"].values()) for r in sites),
+        }
+        totals["received_share"] = totals["received"] / expected if expected else 1.0
+        totals["on_time_share"] = totals["on_time"] / expected if expected else 1.0
+        return {"as_of": _iso(self.view_as_of()), "sites": sites, "totals": totals}
+
+    def integrity_findings(
+        self, site: str | None, batch: str | None = None, finding_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Integrity findings of the view, newest evidence first."""
+        clause, params = _site_clause(site)
+        if batch is not None:
+            clause += " AND batch_id = {batch:String}"
+            params["batch"] = batch
+        if finding_id is not None:
+            clause += " AND finding_id = {fid:String}"
+            params["fid"] = finding_id
+        cols, rows = self._query(
+            "SELECT finding_id, kind, severity, alarm_code, site_id, module_id, stream, lane, batch_id,"
+            " first_at, last_at, sequences, evidence, message FROM integrity_findings"
+            f" WHERE 1 {clause} ORDER BY last_at DESC, finding_id",
+            params,
+        )
+        return _row_dicts(cols, rows)
+
+    def _ids(self, sql: str, params: dict[str, Any]) -> list[str]:
+        _, rows = self._query(sql, params)
+        return [str(r[0]) for r in rows]
+
+    def attribution(self, view: str, key: str) -> dict[str, Any]:
+        """The site and the event ids behind one view row (``ATTRIBUTION`` says each view's key)."""
+        if view not in ATTRIBUTION:
+            raise BadQuery(f"unknown view {view!r}: one of {', '.join(sorted(ATTRIBUTION))}")
+        site, ids, what = getattr(self, "_attr_" + view)(key)
+        truncated = len(ids) > MAX_ATTRIBUTION_IDS
+        return {
+            "view": view,
+            "key": key,
+            "site_id": site,
+            "events": what,
+            "event_ids": ids[:MAX_ATTRIBUTION_IDS],
+            "count": len(ids),
+            "truncated": truncated,
+        }
+
+    def _one(self, sql: str, params: dict[str, Any], what: str) -> tuple[Any, ...]:
+        _, rows = self._query(sql, params)
+        if not rows:
+            raise NotFound(f"no {what}")
+        return tuple(rows[0])
+
+    def _batch_step_ids(self, batch: str) -> list[str]:
+        return self._ids(
+            "SELECT toString(event_id) FROM batch_steps FINAL WHERE batch_id = {b:String}"
+            " ORDER BY occurred_at, event_id",
+            {"b": batch},
+        )
+
+    def _attr_batch_status(self, key: str) -> tuple[str, list[str], str]:
+        (site,) = self._one("SELECT site_id FROM batch_status WHERE batch_id = {b:String}", {"b": key}, key)
+        return site, self._batch_step_ids(key), "the batch's step events"
+
+    def _attr_capacity_lanes(self, key: str) -> tuple[str, list[str], str]:
+        module, _, lane = key.rpartition("/")
+        site, batch, state = self._one(
+            "SELECT site_id, batch_id, state FROM capacity_lanes WHERE module_id = {m:String}"
+            " AND toString(lane) = {l:String}",
+            {"m": module, "l": lane},
+            f"lane {key}",
+        )
+        ids = self._batch_step_ids(batch) if batch else []
+        if state == "DOWN":  # the open whole-module equipment deviation(s) that make it down
+            ids += self._ids(
+                "SELECT toString(event_id) FROM deviations FINAL WHERE module_id = {m:String}"
+                " AND lane IS NULL AND batch_id IS NULL AND startsWith(ifNull(alarm_code, ''), 'EQP-')"
+                " ORDER BY occurred_at, event_id",
+                {"m": module},
+            )
+        return site, ids, "the occupying batch's step events (and the module's downtime deviations)"
+
+    def _attr_deviation_triage(self, key: str) -> tuple[str, list[str], str]:
+        (site,) = self._one(
+            "SELECT site_id FROM deviation_triage WHERE deviation_id = {d:String}", {"d": key}, key
+        )
+        ids = self._ids(
+            "SELECT toString(event_id) FROM deviations FINAL WHERE deviation_id = {d:String}"
+            " ORDER BY occurred_at, event_id",
+            {"d": key},
+        )
+        return site, ids, "the deviation's RAISED, UPDATED and CLOSED events"
+
+    def _attr_drift_intervals(self, key: str) -> tuple[str, list[str], str]:
+        module, _, opened = key.partition("@")
+        site, module_type, opened_at, closed_at = self._one(
+            "SELECT site_id, module_type, opened_at, closed_at FROM drift_intervals"
+            " WHERE module_id = {m:String} AND opened_at = parseDateTime64BestEffort({o:String}, 6, 'UTC')",
+            {"m": module, "o": opened},
+            f"drift interval {key}",
+        )
+        end = closed_at or datetime.max.replace(tzinfo=UTC)
+        params = {"m": module, "t": module_type, "o": opened_at, "c": end}
+        # the configuration and baseline in force when it opened, and every change up to its close
+        configs = self._ids(
+            "SELECT toString(event_id) FROM module_configs FINAL WHERE module_id = {m:String}"
+            " AND occurred_at <= {c:DateTime64(6, 'UTC')} AND occurred_at >= (SELECT max(occurred_at)"
+            " FROM module_configs FINAL WHERE module_id = {m:String}"
+            " AND occurred_at <= {o:DateTime64(6, 'UTC')})"
+            " ORDER BY occurred_at, event_id",
+            params,
+        )
+        baselines = self._ids(
+            "SELECT toString(event_id) FROM baselines FINAL WHERE module_type = {t:String}"
+            " AND effective_from <= {c:DateTime64(6, 'UTC')} AND effective_from >= ifNull((SELECT"
+            " max(effective_from) FROM baselines FINAL WHERE module_type = {t:String}"
+            " AND effective_from <= {o:DateTime64(6, 'UTC')}), toDateTime64(0, 6, 'UTC'))"
+            " ORDER BY effective_from, event_id",
+            params,
+        )
+        return site, configs + baselines, "the module's configurations and its type's baselines"
+
+    def _attr_performance(self, key: str) -> tuple[str, list[str], str]:
+        site, step, metric = [*key.split("/"), "", ""][:3]
+        params = {"s": site, "st": step}
+        step_clause = "AND step = {st:String}" if step else ""
+        if metric == "sensor_control":
+            ids = self._ids(
+                "SELECT toString(event_id) FROM sensor_summaries FINAL WHERE site_id = {s:String}"
+                f" ORDER BY occurred_at, event_id LIMIT {MAX_ATTRIBUTION_IDS + 1}",
+                params,
+            )
+            return site, ids, "the site's sensor summaries"
+        if metric == "deviations_per_batch":
+            ids = self._ids(
+                "SELECT toString(event_id) FROM deviations FINAL WHERE site_id = {s:String}"
+                f" AND transition = 'RAISED' AND batch_id IS NOT NULL {step_clause}"
+                " ORDER BY occurred_at, event_id",
+                params,
+            )
+            ids += self._ids(
+                "SELECT toString(event_id) FROM batch_steps FINAL WHERE site_id = {s:String}"
+                " AND step = if({st:String} = '', 'APHERESIS_RECEIPT', {st:String})"
+                " AND transition = 'STARTED'"
+                " ORDER BY occurred_at, event_id",
+                params,
+            )
+            return site, ids, "the raised deviations and the batch starts they are divided by"
+        ids = self._ids(
+            f"SELECT toString(event_id) FROM batch_steps FINAL WHERE site_id = {{s:String}} {step_clause}"
+            " ORDER BY occurred_at, event_id",
+            params,
+        )
+        return site, ids, "the site's batch step events" + (f" of {step}" if step else "")
+
+    def _attr_integrity_findings(self, key: str) -> tuple[str, list[str], str]:
+        site, evidence = self._one(
+            "SELECT site_id, evidence FROM integrity_findings WHERE finding_id = {f:String}",
+            {"f": key},
+            f"finding {key}",
+        )
+        return site, [str(e) for e in evidence], "the finding's evidence"
+
+    def _attr_completeness(self, key: str) -> tuple[str, list[str], str]:
+        self._one("SELECT site_id FROM completeness WHERE site_id = {s:String}", {"s": key}, key)
+        ids = self._ids(
+            "SELECT toString(event_id) FROM (SELECT event_id, occurred_at FROM batch_steps FINAL"
+            " WHERE site_id = {s:String} UNION ALL SELECT event_id, occurred_at FROM deviations FINAL"
+            " WHERE site_id = {s:String} AND producer_kind != 'PROCESSOR' UNION ALL SELECT event_id,"
+            " occurred_at FROM module_configs FINAL WHERE site_id = {s:String} UNION ALL SELECT event_id,"
+            " occurred_at FROM sensor_summaries FINAL WHERE site_id = {s:String})"
+            f" ORDER BY occurred_at, event_id LIMIT {MAX_ATTRIBUTION_IDS + 1}",
+            {"s": key},
+        )
+        return key, ids, "the site's events received (the count is exact up to the limit)"
+
+    def batch_events(self, batch_id: str) -> tuple[str | None, list[bytes], list[bytes]]:
+        """The site and the stored bytes of a batch's step events and deviation events."""
+        out: dict[str, list[tuple[str, bytes]]] = {}
+        for table in ("batch_steps", "deviations"):
+            try:
+                with self._lock:
+                    result = self.client.query(
+                        f"SELECT site_id, raw FROM {table} FINAL WHERE batch_id = {{b:String}}",
+                        parameters={"b": batch_id},
+                        column_formats={"raw": "bytes"},
+                    )
+            except Exception as exc:  # clickhouse-connect raises several unrelated types
+                raise WarehouseError(f"query failed: {exc}") from exc
+            out[table] = [(r[0], r[1]) for r in result.result_rows]
+        steps, devs = out["batch_steps"], out["deviations"]
+        site = steps[0][0] if steps else (devs[0][0] if devs else None)
+        return site, [r[1] for r in steps], [r[1] for r in devs]
+
+    def digest_context(self, batch_id: str, site: str) -> dict[str, Any]:
+        """Triage of the batch's deviations, drift intervals of its modules, findings of its site."""
+        _, triage_rows = self._query(
+            "SELECT deviation_id, severity, deviation_class, status FROM deviation_triage"
+            " WHERE batch_id = {b:String}",
+            {"b": batch_id},
+        )
+        _, drift_rows = self._query(
+            "SELECT module_id, opened_at, closed_at FROM drift_intervals WHERE module_id IN"
+            " (SELECT DISTINCT module_id FROM batch_steps FINAL WHERE batch_id = {b:String})",
+            {"b": batch_id},
+        )
+        return {
+            "triage": {r[0]: {"severity": r[1], "class": r[2], "status": r[3]} for r in triage_rows},
+            "drift": [(r[0], r[1], r[2]) for r in drift_rows],
+            "findings": self.integrity_findings(site),
+        }
+
+
+# view -> what its attribution key is
+ATTRIBUTION: dict[str, str] = {
+    "batch_status": "batch id",
+    "capacity_lanes": "module_id/lane",
+    "deviation_triage": "deviation id",
+    "drift_intervals": "module_id@opened_at (ISO 8601)",
+    "performance": "site_id/step/metric (step empty for the site as a whole)",
+    "integrity_findings": "finding id",
+    "completeness": "site id",
+}
+MAX_ATTRIBUTION_IDS = 10_000
 
 
 def _utc(value: Any) -> Any:

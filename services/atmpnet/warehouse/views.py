@@ -15,10 +15,11 @@ refresh be skipped when a write brought nothing.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clickhouse_connect.driver.client import Client
@@ -33,7 +34,7 @@ from atmpnet.contract.events import (
 )
 from atmpnet.errors import WarehouseError
 from atmpnet.rules import capacity as cap
-from atmpnet.rules import drift, performance, triage
+from atmpnet.rules import drift, integrity, performance, triage
 from atmpnet.rules.facts import BaselineFact, ComponentFact, ConfigFact, DeviationFact, StepFact
 
 log = logging.getLogger(__name__)
@@ -169,8 +170,39 @@ VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
         "versions_of_component",
     ),
     "performance": ("site_id", "step", "metric", "value", "n", "ci_low", "ci_high", "network_median"),
+    "integrity_findings": (
+        "finding_id",
+        "kind",
+        "severity",
+        "alarm_code",
+        "site_id",
+        "module_id",
+        "stream",
+        "lane",
+        "batch_id",
+        "first_at",
+        "last_at",
+        "sequences",
+        "evidence",
+        "message",
+        "settled",
+    ),
+    "completeness": (
+        "site_id",
+        "streams",
+        "expected",
+        "received",
+        "missing",
+        "on_time",
+        "skewed",
+        "received_share",
+        "on_time_share",
+    ),
 }
 VIEW_NAMES: tuple[str, ...] = tuple(VIEW_COLUMNS)
+
+
+EventFact = integrity.EventFact
 
 
 @dataclass(frozen=True)
@@ -185,6 +217,15 @@ class StoreFacts:
     as_of: datetime | None
     observed_from: datetime | None
     events: int
+    # the envelope of every event the sites produced (not the platform's own deviations), with
+    # its chain hash and, when it arrived late, the event time its partition had reached then
+    integrity: tuple[EventFact, ...] = ()
+    # batch steps of the streams checked clean in SQL (whole-stream rules skip them; segregation
+    # reads them) and those streams' completeness per site: site -> (streams, expected, received)
+    integrity_steps: tuple[EventFact, ...] = ()
+    clean_streams: dict[str, tuple[str | None, int]] | None = None
+    # "*": the event time every dense partition has reached; streams held back (see stream_watermarks)
+    stream_watermarks: dict[str, datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -195,6 +236,8 @@ class ViewSet:
     facts: StoreFacts
     triage: list[triage.TriagedDeviation]
     drift_intervals: list[drift.DriftInterval]
+    findings: tuple[integrity.Finding, ...] = ()
+    settled: frozenset[str] = frozenset()  # finding ids no event in flight can change any more
 
 
 @dataclass(frozen=True)
@@ -220,6 +263,13 @@ def _components(
         ComponentFact(n, ComponentKind(k), v, h)
         for k, n, v, h in zip(kinds, names, versions, hashes, strict=True)
     )
+
+
+def _query_params(client: Client, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    try:
+        return [tuple(r) for r in client.query(sql, parameters=params).result_rows]
+    except Exception as exc:  # clickhouse-connect raises several unrelated types
+        raise WarehouseError(f"view query failed: {exc}: {sql[:120]}") from exc
 
 
 def _query(client: Client, sql: str) -> list[tuple[Any, ...]]:
@@ -327,6 +377,8 @@ def load_facts(client: Client) -> StoreFacts:
     if sensor_last is not None:
         times.append(sensor_last)
     starts = [f.occurred_at for f in configs] or [f.occurred_at for f in steps]
+    integrity_facts, integrity_steps, clean_streams = load_integrity_input(client)
+    watermarks = stream_watermarks(client)
     return StoreFacts(
         steps,
         deviations,
@@ -336,7 +388,207 @@ def load_facts(client: Client) -> StoreFacts:
         as_of=max(times) if times else None,
         observed_from=min(starts) if starts else None,
         events=len(steps) + len(deviations) + len(configs) + len(baselines) + sensor_events,
+        integrity=integrity_facts,
+        integrity_steps=integrity_steps,
+        clean_streams=clean_streams,
+        stream_watermarks=watermarks,
     )
+
+
+# -- integrity input ---------------------------------------------------------------------------
+
+# how late an event may arrive after events that occurred later than it (docs/views.md: the
+# tests shuffle within it and expect no finding); beyond it the arrival is a LATE_ARRIVAL finding
+LATENESS_BOUND = timedelta(hours=2)
+INTEGRITY_BOUNDS = integrity.IntegrityBounds(lateness=LATENESS_BOUND, streams_start_at_one=True)
+# deviations the platform raises itself (integrity findings) belong to no site stream
+PLATFORM_PRODUCER_KIND = "PROCESSOR"
+FAMILY_TABLES = ("batch_steps", "sensor_summaries", "deviations", "module_configs", "baselines")
+# the chain hash in SQL: SHA-256 of the Avro body (raw minus the 5-byte header), as contract.chain
+HASH_SQL = "if(length(raw) > 5, lower(hex(SHA256(substring(raw, 6)))), NULL)"
+ENVELOPE_SQL = (
+    "toString(event_id), site_id, module_id, producer_id, sequence, occurred_at, published_at,"
+    f" previous_hash, {HASH_SQL}, lane, batch_id"
+)
+
+
+def record_arrivals(client: Client) -> None:
+    """Record where each event id not seen before was read (its first arrival; see 0101_integrity)."""
+    selects = " UNION ALL ".join(
+        f"SELECT event_id, topic, `partition`, `offset`, occurred_at, ingested_at FROM {t} FINAL"  # noqa: S608
+        " WHERE event_id NOT IN (SELECT event_id FROM event_arrivals)"
+        for t in FAMILY_TABLES
+    )
+    try:
+        client.command(
+            "INSERT INTO event_arrivals (event_id, topic, `partition`, `offset`, occurred_at, ingested_at) "
+            + selects
+        )
+    except Exception as exc:  # clickhouse-connect raises several unrelated types
+        raise WarehouseError(f"cannot record arrivals: {exc}") from exc
+
+
+def late_arrivals(client: Client, bound: timedelta = LATENESS_BOUND) -> dict[str, datetime]:
+    """Event id -> the event time its partition had reached when it first arrived, for late ones.
+
+    Lateness is measured on the event-time clock of the partition it was read from (the newest
+    ``occurred_at`` at a lower offset), not on the wall clock: live, that is about the time of
+    arrival; for a replay or a simulation run faster than real time it is the only clock that
+    means anything. Records at one offset (stored without a source) are never late.
+    """
+    micros = int(bound.total_seconds() * 1_000_000)
+    rows = _query(
+        client,
+        "SELECT toString(event_id), wm FROM ("  # noqa: S608 (an integer from a timedelta)
+        " SELECT event_id, occurred_at, max(occurred_at) OVER (PARTITION BY t, p ORDER BY o"
+        "  RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS wm"
+        " FROM (SELECT event_id, argMin(topic, ingested_at) AS t, argMin(`partition`, ingested_at) AS p,"
+        "  argMin(`offset`, ingested_at) AS o, any(occurred_at) AS occurred_at"
+        "  FROM event_arrivals GROUP BY event_id))"
+        f" WHERE dateDiff('microsecond', occurred_at, wm) > {micros}",
+    )
+    return {str(r[0]): _utc(r[1]) or datetime.min for r in rows}
+
+
+# the families dense enough that their partitions' event time tracks the stream's (configurations
+# and baselines are sparse: a partition of them may rest for weeks and would hold everything back)
+DENSE_TABLES = ("sensor_summaries", "batch_steps", "deviations")
+STREAM_SQL = "if(ifNull(module_id, '') = '', concat('producer/', producer_id), concat('module/', module_id))"
+
+
+_NEVER = datetime.min.replace(tzinfo=UTC)
+_UUID_TEXT = re.compile(r"^[0-9a-f-]{36}$")
+
+
+def stream_watermarks(client: Client) -> dict[str, datetime]:
+    """The event time every dense partition has reached (key ``*``), and streams that may not settle.
+
+    The low watermark is the lowest, over every partition of the sensor-summary, batch-step and
+    deviation topics, of the newest event time first delivered there: each partition is read in order, so
+    an event of those families older than it has arrived or is late. Nothing settles until every
+    partition of each dense topic has delivered something (a partition without events has no
+    watermark); a module stream with batch steps but no sensor summary yet is held back.
+    """
+    dense = " UNION ALL ".join(
+        f"SELECT DISTINCT topic AS t, `partition` AS p FROM {t}"  # noqa: S608 (constant names)
+        for t in DENSE_TABLES
+    )
+    low = _query(
+        client,
+        f"SELECT min(wm), count() FROM (SELECT t, p FROM ({dense}) GROUP BY t, p) AS d INNER JOIN"  # noqa: S608
+        " (SELECT topic AS t, `partition` AS p, max(occurred_at) AS wm FROM event_arrivals GROUP BY t, p)"
+        " AS w ON d.t = w.t AND d.p = w.p",
+    )
+    out: dict[str, datetime] = {}
+    if low and int(low[0][1]):
+        out["*"] = _utc(low[0][0]) or _NEVER
+    # a partition that has delivered nothing yet has no watermark at all: until every partition
+    # of each dense topic has delivered (topics have one partition count, the highest seen), the
+    # events it holds may be anywhere in time, so nothing settles
+    counts = _query(
+        client,
+        "SELECT t, uniqExact(p), (SELECT max(`partition`) + 1 FROM event_arrivals) FROM"  # noqa: S608
+        f" ({dense}) GROUP BY t",
+    )
+    if any(int(seen) < int(total) for _, seen, total in counts):
+        out["*"] = _NEVER
+    unsensed = _query(
+        client,
+        "SELECT DISTINCT concat('module/', module_id) FROM batch_steps WHERE module_id IS NOT NULL"
+        " AND module_id NOT IN (SELECT DISTINCT module_id FROM sensor_summaries WHERE module_id IS NOT NULL)",
+    )
+    for (stream,) in unsensed:
+        out[str(stream)] = _NEVER
+    return out
+
+
+def stream_summaries(client: Client, late: Iterable[str]) -> dict[str, tuple[str | None, int, bool]]:
+    """Per stream, checked whole in SQL: site, highest sequence, and whether it is clean.
+
+    Clean = sequences 1..max each once, every consecutive link's ``previous_hash`` equal to the
+    hash of the event before it (no chain restart, no predecessor named at 1), nothing skewed
+    and nothing late. Conservative: a stream that is not clean gets the rules in full.
+    """
+    max_delay = int(INTEGRITY_BOUNDS.max_reporting_delay.total_seconds() * 1_000_000)
+    early = int(INTEGRITY_BOUNDS.negative_skew_tolerance.total_seconds() * 1_000_000)
+    union = " UNION ALL ".join(
+        f"SELECT {STREAM_SQL} AS s, site_id, sequence, previous_hash, {HASH_SQL} AS h,"  # noqa: S608
+        " dateDiff('microsecond', occurred_at, published_at) AS skew, toString(event_id) AS id"
+        f" FROM {t} FINAL WHERE producer_kind != '{PLATFORM_PRODUCER_KIND}'"
+        for t in FAMILY_TABLES
+    )
+    late_list = ", ".join(f"'{i}'" for i in sorted(set(late)) if _UUID_TEXT.match(i)) or "''"
+    rows = _query(
+        client,
+        "SELECT s, any(site_id), max(sequence), count() = max(sequence) AND uniqExact(sequence) = count()"  # noqa: S608
+        " AND countIf(prev_seq = sequence - 1 AND previous_hash IS NOT NULL AND ifNull(h, '') != ''"
+        "   AND previous_hash != prev_h) = 0"
+        " AND NOT (countIf(previous_hash IS NULL AND sequence > 1) > 0"
+        "  AND countIf(previous_hash IS NOT NULL) > 0)"
+        " AND countIf(sequence = 1 AND previous_hash IS NOT NULL) = 0"
+        f" AND countIf(skew > {max_delay} OR skew < -{early}) = 0"
+        f" AND countIf(id IN ({late_list})) = 0 AS clean"
+        " FROM (SELECT s, site_id, sequence, previous_hash, h, skew, id,"
+        "  lagInFrame(h) OVER w AS prev_h, lagInFrame(sequence) OVER w AS prev_seq"
+        f"  FROM ({union}) WINDOW w AS (PARTITION BY s ORDER BY sequence"
+        "  ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)) GROUP BY s",
+    )
+    return {str(r[0]): (r[1] or None, int(r[2]), bool(r[3])) for r in rows}
+
+
+def load_integrity_facts(client: Client) -> tuple[integrity.EventFact, ...]:
+    """Every site-produced event's envelope, chain hash and arrival (the whole-store rule input)."""
+    facts, _steps, _clean = load_integrity_input(client)
+    return facts
+
+
+def load_integrity_input(
+    client: Client,
+) -> tuple[
+    tuple[integrity.EventFact, ...], tuple[integrity.EventFact, ...], dict[str, tuple[str | None, int]]
+]:
+    """The integrity rules' input, the suspect streams whole and the clean ones by their steps.
+
+    Streams checked clean in SQL (``stream_summaries``) bring only their batch steps (for the
+    segregation rules) and their counts (for completeness): the sensor summaries of a clean
+    stream never reach Python, which is most of the store.
+    """
+    record_arrivals(client)
+    late = late_arrivals(client)
+    summaries = stream_summaries(client, late)
+    clean = {s: (site, top) for s, (site, top, ok) in summaries.items() if ok}
+    out: list[integrity.EventFact] = []
+    steps: list[integrity.EventFact] = []
+    for table in FAMILY_TABLES:
+        extra = ", step, transition, attempt, performed_by" if table == "batch_steps" else ""
+        sql = (
+            f"SELECT {ENVELOPE_SQL}{extra}, {STREAM_SQL} FROM {table} FINAL"  # noqa: S608 (constant names)
+            f" WHERE producer_kind != '{PLATFORM_PRODUCER_KIND}'"
+        )
+        if table != "batch_steps" and clean:
+            sql += f" AND {STREAM_SQL} NOT IN {{clean:Array(String)}}"
+        for r in _query_params(client, sql, {"clean": sorted(clean)} if table != "batch_steps" else {}):
+            event_id = r[0]
+            fact = integrity.EventFact(
+                event_id=event_id,
+                site_id=r[1] or None,
+                module_id=r[2],
+                producer_id=r[3],
+                sequence=int(r[4]),
+                occurred_at=_utc(r[5]) or datetime.min,
+                published_at=_utc(r[6]) or datetime.min,
+                ingested_at=late.get(event_id),
+                previous_hash=r[7],
+                hash=r[8],
+                lane=r[9],
+                batch_id=r[10],
+                step=ProcessStep(r[11]) if extra else None,
+                transition=StepTransition(r[12]) if extra else None,
+                attempt=int(r[13]) if extra else 1,
+                performed_by=r[14] if extra else None,
+            )
+            (steps if r[-1] in clean else out).append(fact)
+    return tuple(out), tuple(steps), clean
 
 
 def _s(value: object) -> str | None:
@@ -349,6 +601,23 @@ def compute_views(facts: StoreFacts) -> ViewSet:  # noqa: PLR0912
     if facts.as_of is None:
         return ViewSet(rows, facts, [], [])
     as_of = facts.as_of
+    findings = tuple(integrity_findings(facts))
+    settled = frozenset(f.finding_id for f in findings if is_settled(f, facts.stream_watermarks or {}, as_of))
+    rows["integrity_findings"] = [(*_finding_row(f), f.finding_id in settled) for f in findings]
+    for sc in site_completeness(facts):
+        rows["completeness"].append(
+            (
+                sc.site_id or "",
+                sc.streams,
+                sc.expected,
+                sc.received,
+                sc.missing,
+                sc.on_time,
+                sc.skewed,
+                sc.received_share,
+                sc.on_time_share,
+            )
+        )
     observed_from = facts.observed_from or as_of
 
     capacity = cap.capacity(facts.steps, facts.deviations, facts.configs, as_of, observed_from)
@@ -446,7 +715,7 @@ def compute_views(facts: StoreFacts) -> ViewSet:  # noqa: PLR0912
             )
         )
 
-    intervals = drift.drift_intervals(facts.configs, facts.baselines)
+    intervals = drift.drift_intervals(facts.configs, facts.baselines, as_of)
     states = drift.states_at(facts.configs, facts.baselines, as_of)
     open_since = {i.module_id: i.opened_at for i in intervals if i.closed_at is None}
     for module_id, st in sorted(states.items()):
@@ -498,7 +767,66 @@ def compute_views(facts: StoreFacts) -> ViewSet:  # noqa: PLR0912
         rows["performance"].append(
             (p.site_id, _s(p.step) or "", str(p.metric), p.value, p.n, p.ci_low, p.ci_high, p.network_median)
         )
-    return ViewSet(rows, facts, triaged, intervals)
+    return ViewSet(rows, facts, triaged, intervals, findings, settled)
+
+
+def is_settled(f: integrity.Finding, watermarks: dict[str, datetime], as_of: datetime) -> bool:
+    """True when every dense partition has moved past the finding's evidence by the lateness bound.
+
+    While one topic lags another (a replay, a consumer catching up), a gap or an overlap may be
+    an artefact of arrival order; once the slowest partition of the sensor summaries, batch
+    steps and deviations has moved past the evidence by the bound, anything still missing is
+    late by definition.
+    """
+    at = f.last_at or f.first_at
+    if at is None:
+        return False
+    stream = f"module/{f.module_id}" if f.module_id else f.stream
+    return at + LATENESS_BOUND <= watermarks.get(stream, watermarks.get("*", as_of))
+
+
+def integrity_findings(facts: StoreFacts) -> list[integrity.Finding]:
+    """Every finding: whole-stream rules over the suspect streams, segregation over every batch step."""
+    clean = frozenset((facts.clean_streams or {}).keys())
+    unique = integrity.unique_facts(facts.integrity)
+    found = [
+        *integrity.chain_breaks(unique),
+        *integrity.sequence_findings(unique, INTEGRITY_BOUNDS),
+        *integrity.clock_skew(unique, INTEGRITY_BOUNDS),
+        *integrity.late_arrivals(unique, INTEGRITY_BOUNDS),
+        *integrity.segregation([*unique, *facts.integrity_steps], clean),
+    ]
+    return sorted(found, key=lambda f: (f.kind.value, f.stream, f.evidence, f.message))
+
+
+def site_completeness(facts: StoreFacts) -> list[integrity.SiteCompleteness]:
+    """Completeness per site: the suspect streams by the rule, the clean ones from their SQL counts."""
+    per = dict(integrity.completeness(facts.integrity, INTEGRITY_BOUNDS))
+    for site, expected in (facts.clean_streams or {}).values():
+        c = per.get(site) or integrity.SiteCompleteness(site, 0, 0, 0, 0, 0)
+        per[site] = integrity.SiteCompleteness(
+            site, c.streams + 1, c.expected + expected, c.received + expected, c.on_time + expected, c.skewed
+        )
+    return [per[k] for k in sorted(per, key=lambda k: k or "")]
+
+
+def _finding_row(f: integrity.Finding) -> tuple[Any, ...]:
+    return (
+        f.finding_id,
+        f.kind.value,
+        f.severity.value,
+        f.alarm_code,
+        f.site_id or "",
+        f.module_id,
+        f.stream,
+        f.lane,
+        f.batch_id,
+        f.first_at,
+        f.last_at,
+        list(f.sequences),
+        list(f.evidence),
+        f.message,
+    )
 
 
 def _describe(c: drift.ComponentComparison) -> str:

@@ -11,7 +11,9 @@ function showCell(cell, data) {
   const rows = mods.map((m) => { const c = m.components.find((x) => x.name === cell.component) || {};
     return el("tr", {}, el("td", { text: m.module_id }), el("td", { text: c.state || "–" }),
       el("td", { text: c.version || "–" }), el("td", { text: c.baseline_version || "–" })); });
-  const links = cell.batches.map((b) => el("a", { href: "/triage?batch=" + encodeURIComponent(b), class: "batch-link", text: b }));
+  const links = cell.batches.map((b) => el("span", {},
+    el("a", { href: "/triage?batch=" + encodeURIComponent(b), class: "batch-link", text: b }), " (",
+    el("a", { href: "/digest?batch=" + encodeURIComponent(b), class: "digest-link", text: "digest" }), ")"));
   document.getElementById("cell-body").replaceChildren(
     el("table", { class: "data" }, el("thead", {}, el("tr", {}, ["module", "state", "version", "baseline"].map((h) => el("th", { text: h })))),
       el("tbody", {}, rows)),

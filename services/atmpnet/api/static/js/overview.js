@@ -50,6 +50,19 @@ async function render() {
         cell("idle", num(s.idle)), cell("down", num(s.down)), cell("utilization_7d", pct(s.utilization_7d)),
         cell("in_progress", num(s.in_progress)), cell("free_lanes_day7", last ? num(last.free_lanes) : "–"));
     })));
+  const comp = await atmp.json("/api/v1/completeness");
+  document.getElementById("completeness-table").replaceChildren(
+    el("thead", {}, el("tr", {}, ["site", "expected", "received", "received %", "on time %", "findings"]
+      .map((h, i) => el("th", { class: i ? "num" : null, text: h })))),
+    el("tbody", {}, comp.sites.map((c) => {
+      const n = Object.values(c.findings).reduce((a, x) => a + x, 0);
+      const cell = (metric, text, cls) => el("td", { class: "num " + (cls || ""), "data-site": c.site_id, "data-metric": metric, text });
+      return el("tr", {}, el("td", { text: c.site_id }), cell("expected", num(c.expected)), cell("received", num(c.received)),
+        cell("received_share", pct(c.received_share, 2), c.received_share < 1 ? "warn" : ""),
+        cell("on_time_share", pct(c.on_time_share, 2), c.on_time_share < 1 ? "warn" : ""),
+        el("td", { class: "num", "data-site": c.site_id, "data-metric": "findings",
+          title: Object.entries(c.findings).map(([k, v]) => k + ": " + v).join(", ") || "none", text: num(n) }));
+    })));
   const map = document.getElementById("lane-map");
   const modules = new Map();
   for (const l of cap.lanes) {

@@ -33,7 +33,10 @@ function row(item, fresh) {
     el("td", {}, el("span", { class: "age" + (item.overdue ? " overdue" : ""), text: fmtAge(item.age_hours) }), bar),
     el("td", { text: item.site_id }),
     el("td", { text: item.module_id + (item.lane ? " · " + item.lane : "") }),
-    el("td", { text: (item.batch_id || "–") + (item.step ? " · " + item.step.toLowerCase() : "") }),
+    el("td", {}, item.batch_id
+      ? el("a", { href: "/digest?batch=" + encodeURIComponent(item.batch_id), class: "digest-link",
+        title: "batch review digest", onclick: (e) => e.stopPropagation(), text: item.batch_id })
+      : "–", item.step ? " · " + item.step.toLowerCase() : ""),
     el("td", { text: item.class }), el("td", { text: item.parameter || "–" }),
     el("td", { text: item.status }), el("td", { text: item.software_version || "–" }));
 }
