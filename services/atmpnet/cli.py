@@ -12,7 +12,6 @@ import typer
 from atmpnet.contract.catalog import SchemaCatalog
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.docs import render_event_catalog
-from atmpnet.contract.examples import example_events
 from atmpnet.contract.registry import RegistrySource
 from atmpnet.errors import AtmpError
 from atmpnet.settings import get_settings
@@ -55,39 +54,60 @@ def _main(
 
 
 @app.command()
-def up() -> None:
-    """Run the network on the configured stack (embedded by default).
+def up(
+    sites: int = typer.Option(4, min=1, help="Simulated sites (site-a, site-b, ...)."),
+    days: float = typer.Option(30.0, min=0.1, help="Simulated days."),
+    seed: int = typer.Option(1, help="Seed of the simulated network (same seed, same events)."),
+    speed: float = typer.Option(
+        4.0, min=0.01, help="Simulated hours per real second after the warm-up (4: a month in 3 minutes)."
+    ),
+    warmup_days: float = typer.Option(
+        3.0, "--warmup-days", min=0.0, help="Simulated days published at full speed first (history at once)."
+    ),
+    sensor_window: int = typer.Option(
+        60, "--sensor-window", min=1, help="Sensor summary window in minutes (bounds the broker's memory)."
+    ),
+    port: int | None = typer.Option(
+        None, help="API and dashboard port (default: api_port setting; 0: free)."
+    ),
+    until_done: bool = typer.Option(
+        False, "--until-done", help="Exit once the simulation has ended and everything is in the views."
+    ),
+    linger: float = typer.Option(
+        0.0, min=0.0, help="With --until-done: keep serving the dashboard this many seconds after the end."
+    ),
+    keep: bool = typer.Option(
+        False, "--keep", help="Keep the embedded store of an earlier run (default: start a new network)."
+    ),
+    engine: str = typer.Option("faust", help="Processor engine: faust or batch (confluent-kafka loop)."),
+    progress_s: float = typer.Option(5.0, help="Seconds between progress lines."),
+) -> None:
+    """Run the whole network on the configured stack (embedded by default), live, until Ctrl-C.
 
-    For now: start the stack, publish one event of every type, read each back and print it.
+    Starts the broker and ClickHouse engine, the processors, the API and dashboard, and a simulated
+    network publishing through the SitePublisher at SPEED simulated hours per second; prints the
+    dashboard URL and a progress line every few seconds. Ctrl-C (or SIGTERM) stops it cleanly.
     """
-    from atmpnet.embedded import Stack
-    from atmpnet.sample import round_trip
+    from atmpnet.mainjob import MainJob, MainJobOptions
 
-    settings = get_settings()
-    catalog = _catalog()
-    codec = _codec(catalog)
-    started = time.monotonic()
-    with Stack(settings) as stack:
-        where = "embedded broker" if stack.broker else "external Kafka"
-        typer.echo(f"Kafka: {where} at {stack.bootstrap_servers}")
-        ch = stack.clickhouse()
-        version = ch.query("SELECT version()").result_rows[0][0]
-        typer.echo(
-            f"ClickHouse {version}: {settings.clickhouse_url or 'embedded chDB in ' + str(settings.data_dir)}"
-        )
-        events = example_events()
-        delivered = round_trip(settings, stack.bootstrap_servers, codec, events)
-        typer.echo(f"\nPublished {len(events)} events and read them back:")
-        for sent, got in zip(events, delivered, strict=True):
-            status = "equal" if got.event == sent else "DIFFERENT"
-            typer.echo(
-                f"  {got.topic:<26} p{got.partition} @{got.offset:<3} key={got.key:<20} "
-                f"{got.size:>4} B  {type(got.event).__name__:<20} {status}"
-            )
-            typer.echo(f"      {got.event.model_dump_json(exclude={'envelope'})[:150]}")
-        if any(got.event != sent for sent, got in zip(events, delivered, strict=True)):
-            raise typer.Exit(1)
-    typer.echo(f"\nDone in {time.monotonic() - started:.1f}s; the embedded stack is stopped.")
+    if engine not in ("faust", "batch"):
+        raise AtmpError(f"unknown engine {engine!r}: faust or batch")
+    options = MainJobOptions(
+        sites=sites,
+        days=days,
+        seed=seed,
+        speed=speed,
+        warmup_days=warmup_days,
+        sensor_window_minutes=sensor_window,
+        port=port,
+        until_done=until_done,
+        linger_s=linger,
+        keep=keep,
+        progress_every_s=progress_s,
+        engine="batch" if engine == "batch" else "faust",
+    )
+    job = MainJob(get_settings(), _codec(_catalog()), options, say=typer.echo)
+    raise typer.Exit(job.run())
 
 
 @app.command()
@@ -346,6 +366,9 @@ def simulate_command(
     bootstrap: str | None = typer.Option(None, help="Kafka bootstrap.servers for --publish."),
     topic_suffix: str = typer.Option("", help="Appended to every topic name when publishing."),
     progress_s: float = typer.Option(5.0, help="Seconds between progress lines on stderr."),
+    integrity_faults: bool = typer.Option(
+        False, help="Inject integrity faults, one of each kind per site (docs/simulator.md)."
+    ),
 ) -> None:
     """Simulate a network of sites; write JSON lines and/or publish, and write the ground truth."""
     from contextlib import ExitStack
@@ -373,6 +396,7 @@ def simulate_command(
             say=lambda text: typer.echo(text, err=True),
             progress_every_s=progress_s,
             topic_suffix=topic_suffix,
+            integrity_faults=integrity_faults,
         )
     counts = ", ".join(f"{n} {name}" for name, n in summary.truth.event_counts.items())
     typer.echo(f"{summary.events:,} events in {summary.elapsed_s:.1f}s ({summary.rate:,.0f}/s): {counts}")
@@ -409,6 +433,9 @@ def process(
     dead_letter_topic: str = typer.Option("atmp.dead-letter.v1", help="Where rejected records go."),
     engine: str = typer.Option("faust", help="faust (the faust agent) or batch (confluent-kafka loop)."),
     views: bool = typer.Option(True, help="Refresh the views and publish derived streams after each write."),
+    topic_refresh: float = typer.Option(
+        30.0, help="Seconds between looks for new mirrored topics (<site>.atmp.<family>.v1)."
+    ),
 ) -> None:
     """Run the ingest processor: input topics -> event store and dead letters, until stopped."""
     from atmpnet.contract.events import EVENT_TYPES
@@ -428,6 +455,7 @@ def process(
         batch_within_s=batch_within,
         exit_when_idle_s=exit_when_idle or None,
         engine="batch" if engine == "batch" else "faust",
+        topic_refresh_s=topic_refresh,
     )
     if engine not in ("faust", "batch"):
         raise AtmpError(f"unknown engine {engine!r}: faust or batch")
@@ -448,6 +476,8 @@ def process(
 
         derived = {t: t.TOPIC + topic_suffix for t in DERIVED_EVENT_TYPES}
         ensure_topics(settings, servers, list(derived.values()))
+        # integrity findings are raised as deviations on the (suffixed) input topic, ingested like any
+        derived.update(router.topics)
         publisher = DerivedPublisher(producer_config(settings, servers), processor.core.codec, derived)
         processor.add_after_write(ViewProjector(publisher))
     typer.echo(f"processing {', '.join(processor.topics)} from {servers}", err=True)
@@ -484,6 +514,26 @@ def rebuild(
             client, result.views
         )
         typer.echo(f"published {count} derived events not published before")
+
+
+@app.command()
+def verify() -> None:
+    """Re-check every module's hash chain and sequence numbers in the event store (exit 1 on a finding)."""
+    from atmpnet.warehouse.connection import connect
+    from atmpnet.warehouse.migrations import apply_migrations
+    from atmpnet.warehouse.verify import verify_store
+
+    client = connect(get_settings())
+    apply_migrations(client)
+    report = verify_store(client)
+    for f in report.findings:
+        typer.echo(f"{f.kind}: {f.message}; events {' '.join(f.evidence)}")
+    typer.echo(
+        f"verified {report.events} events in {report.streams} streams: "
+        f"{len(report.breaks)} chain breaks, {len(report.gaps)} sequence gaps"
+    )
+    if report.findings:
+        raise typer.Exit(1)
 
 
 warehouse_app = typer.Typer(help="ClickHouse warehouse tooling.", no_args_is_help=True)

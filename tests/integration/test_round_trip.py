@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import signal
+import urllib.request
 import uuid
+from collections import Counter
 from pathlib import Path
 
+import pytest
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import Event
 from atmpnet.contract.examples import example_events
 from atmpnet.sample import round_trip
 from atmpnet.settings import Settings
+
+from tests.integration.up_process import UpProcess, batch_counts, get_json, ground_truth
 
 
 def test_every_event_type_round_trips_through_the_broker(
@@ -39,17 +43,49 @@ def test_one_key_lands_on_one_partition_in_order(
     assert [d.event.envelope.sequence for d in delivered] == list(range(1, 41))
 
 
+@pytest.mark.integration
 def test_the_main_job_runs_on_the_embedded_stack(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "ATMPNET_DATA_DIR": str(tmp_path / "data")}
-    result = subprocess.run(
-        [sys.executable, "-m", "atmpnet", "up"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
+    """`up --until-done`: the URL answers, the API agrees with the simulator's truth, SIGTERM exits 0."""
+    sites, days, seed = 2, 3, 7
+    up = UpProcess(
+        tmp_path,
+        *("--sites", str(sites), "--days", str(days), "--seed", str(seed), "--warmup-days", "1"),
+        *("--speed", "24", "--until-done", "--linger", "60", "--port", "0", "--progress-s", "1"),
     )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count(" equal") == 5
-    assert "embedded broker at 127.0.0.1:" in result.stdout
-    assert "DIFFERENT" not in result.stdout
+    try:
+        url = up.url()
+        assert "embedded broker at 127.0.0.1:" in up.output
+        with urllib.request.urlopen(f"{url}/login", timeout=10) as page:
+            assert page.status == 200
+        up.wait_for("day ", 30)  # progress lines while the network runs
+        up.wait_for("done:", 90)
+        truth, simulated = ground_truth(sites, days, seed)
+
+        capacity = get_json(f"{url}/api/v1/capacity?days=90", up.token("operations"))
+        expected = {
+            s.site_id: (s.batches_started, s.batches_completed, s.batches_failed)
+            for s in truth.sites.values()
+        }
+        assert batch_counts(capacity) == expected
+        assert sum(expected[s][0] for s in expected) > 0
+        in_progress = {s["site_id"]: s["in_progress"] for s in capacity["sites"]}
+        assert in_progress == {s.site_id: s.batches_in_progress for s in truth.sites.values()}
+
+        page_ = get_json(f"{url}/api/v1/deviations?limit=1000", up.token("quality"))
+        assert page_["next_cursor"] is None
+        items = [d for d in page_["items"] if d["deviation_id"] in simulated]
+        assert len(items) == len(simulated) > 0
+        by_severity = Counter((d["site_id"], d["severity"]) for d in items)
+        by_class = Counter((d["site_id"], d["class"]) for d in items)
+        for s in truth.sites.values():
+            for severity, n in s.deviations_by_severity.items():
+                assert by_severity[s.site_id, severity] == n, (s.site_id, severity)
+            for klass, n in s.deviations_by_class.items():
+                assert by_class[s.site_id, klass] == n, (s.site_id, klass)
+
+        assert up.stop(signal.SIGTERM) == 0, up.output
+        assert "SIGTERM: stopping" in up.output
+        assert "stopped after" in up.output
+        assert "Traceback" not in up.output
+    finally:
+        up.kill()
