@@ -168,6 +168,34 @@ def test_triage_queue_lists_the_api_and_shows_a_new_deviation_live(
     assert "confidential detail" in page.inner_text("#detail-body")
     view.screenshot("triage")
     print(f"new deviation visible in the browser {seen_after:.2f}s after its write")
+    # its closure re-sends the row from the triage view: the queue shows the list's state
+    b = NetworkBuilder()
+    b.deviation(
+        "LIVE-E2E",
+        DeviationTransition.CLOSED,
+        at + timedelta(minutes=30),
+        site="site-a",
+        module="a-m2",
+        lane=1,
+        batch="A3",
+        step=ProcessStep.FORMULATION,
+        parameter="temperature",
+        alarm_code="PRC-T9",
+        duration=3600,
+    )
+    store(dashboard.client, dashboard.codec, b.events, datetime.now(UTC))
+    status = page.locator("#queue tbody tr[data-id='LIVE-E2E'] td").nth(8)
+    page.wait_for_function(
+        "() => document.querySelector(\"#queue tbody tr[data-id='LIVE-E2E'] td:nth-child(9)\")"
+        "?.textContent === 'CLOSED'",
+        timeout=5000,
+    )
+    assert status.inner_text() == "CLOSED"
+    assert page.inner_text("[data-kpi='open_critical']") == str(critical)
+    listed = next(
+        i for i in api(dashboard, "/api/v1/deviations?limit=200")["items"] if i["deviation_id"] == "LIVE-E2E"
+    )
+    assert listed["status"] == "CLOSED" and listed["severity"] == "CRITICAL"
     assert view.errors == []
 
 

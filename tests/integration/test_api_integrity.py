@@ -191,12 +191,21 @@ def test_every_view_row_is_traceable_to_its_events(api: TestClient, db: Client, 
     finding = views["integrity_findings"][0]
     a = get(api, "/api/v1/attribution", view="integrity_findings", key=finding[0])
     assert a["event_ids"] == list(finding[12])
-    # roles and errors
+    # roles and errors: another site's row answers as a row that does not exist (no existence oracle)
     other = next(r for r in views["batch_status"] if r[0] != "site-a")
     r = api.get(
         "/api/v1/attribution", headers=auth("site-a"), params={"view": "batch_status", "key": other[3]}
     )
-    assert r.status_code == 403
+    assert r.status_code == 404 and r.json()["detail"] == f"no batch_status row {other[3]}"
+    r = api.get(
+        "/api/v1/attribution", headers=auth("site-a"), params={"view": "batch_status", "key": "NO-SUCH"}
+    )
+    assert r.status_code == 404 and r.json()["detail"] == "no batch_status row NO-SUCH"
+    other_site = other[0]
+    r = api.get(
+        "/api/v1/attribution", headers=auth("site-a"), params={"view": "completeness", "key": other_site}
+    )
+    assert r.status_code == 404
     r = api.get("/api/v1/attribution", headers=auth("ops"), params={"view": "nope", "key": "x"})
     assert r.status_code == 422
     r = api.get("/api/v1/attribution", headers=auth("ops"), params={"view": "batch_status", "key": "NO-SUCH"})
@@ -225,5 +234,9 @@ def test_the_digest_of_a_batch_with_exceptions_lists_every_one(api: TestClient, 
     assert "default-src 'none'" in html.headers["content-security-policy"]
     assert api.get(f"/api/v1/batches/{batch}/digest", headers=auth("ops")).status_code == 403
     assert api.get("/api/v1/batches/NO-SUCH/digest", headers=auth("quality")).status_code == 404
-    if not (batch or "").startswith("SITE-A"):
-        assert api.get(f"/api/v1/batches/{batch}/digest", headers=auth("site-a")).status_code == 403
+    # another site's batch is a 404 for a site token, as a batch that does not exist
+    site_a = api.get("/api/v1/batches/NO-SUCH/digest", headers=auth("site-a"))
+    assert site_a.status_code == 404 and site_a.json() == {"detail": "no batch NO-SUCH"}
+    if network.moved.envelope.site_id != "site-a":
+        foreign = api.get(f"/api/v1/batches/{batch}/digest", headers=auth("site-a"))
+        assert foreign.status_code == 404 and foreign.json() == {"detail": f"no batch {batch}"}

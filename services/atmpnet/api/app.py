@@ -16,13 +16,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import uvicorn
 from clickhouse_connect.driver.client import Client
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from atmpnet.api import dashboard, deviations, integrity, stream, views
 from atmpnet.api.auth import TokenBook
@@ -87,27 +87,52 @@ def create_api(
         log.error("query failed on %s: %s", request.url.path, exc)
         return JSONResponse({"detail": "the warehouse could not answer; see the server log"}, 503)
 
-    @app.middleware("http")
-    async def _access_log(request: Request, call_next: Callable[[Request], Any]) -> Response:
-        # the path only: query strings never carry tokens here, but keep logs free of them anyway
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        who = getattr(request.state, "principal_name", "-")
-        log.debug(
-            "%s %s %s %s %.1fms",
-            request.method,
-            request.url.path,
-            response.status_code,
-            who,
-            (time.perf_counter() - started) * 1000,
-        )
-        return response
+    app.add_middleware(AccessLog)
 
     @app.get("/healthz", include_in_schema=False)
     async def _health() -> dict[str, str]:
         return {"status": "ok"}
 
     return app
+
+
+class AccessLog:
+    """A debug line per request: method, path (never the query string), status, caller, time.
+
+    A plain ASGI middleware, not ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware
+    finishes a streamed body cleanly even when the endpoint fails part-way, which would make a
+    truncated CSV export look complete; here the failure reaches the server, which aborts the
+    connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request through and log it when the app is done with it."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_code = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            log.debug(
+                "%s %s %s %s %.1fms",
+                scope["method"],
+                scope["path"],
+                status_code,
+                scope.get("state", {}).get("principal_name", "-"),
+                (time.perf_counter() - started) * 1000,
+            )
 
 
 def _free_port(host: str) -> int:

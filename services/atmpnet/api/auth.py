@@ -5,8 +5,9 @@ Roles (docs/api.md has the table per endpoint):
 - ``operations``: every site; views and deviations, without the free-text and personnel fields
   of a deviation; no single-deviation detail, no CSV export.
 - ``quality``: every site; full deviation detail and CSV export.
-- ``site``: its own site only, everywhere; asking for another site is 403, asking for no site
-  is answered for its own site.
+- ``site``: its own site only, everywhere; asking for another site (``site=``) is 403, asking
+  for no site is answered for its own site; another site's object by id (a deviation, a batch,
+  a view row) is 404, the same answer as for one that does not exist (no existence oracle).
 
 Tokens are configured in settings (``api_tokens``). Only their SHA-256 digests are kept in
 memory; a presented token is hashed and compared with ``hmac.compare_digest`` against every

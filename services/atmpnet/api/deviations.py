@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import logging
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -20,8 +22,11 @@ from atmpnet.warehouse.queries import (
     BadQuery,
     DeviationFilter,
     NotFound,
+    ViewMoved,
     Warehouse,
 )
+
+log = logging.getLogger("atmpnet.api")
 
 router = APIRouter(prefix="/api/v1", tags=["deviations"])
 
@@ -178,6 +183,47 @@ async def list_deviations(
 
 
 CSV_COLUMNS = [*LIST_COLUMNS, *RAISED_FACT_COLUMNS, *FULL_TEXT_COLUMNS]
+EXPORT_PAGE_ROWS = 2000
+# a spreadsheet reads a cell starting with one of these as a formula (OWASP "CSV injection")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# the last line of an export that failed part-way (the connection is then aborted as well)
+EXPORT_ERROR_MARKER = "#ERROR: export incomplete"
+
+
+def csv_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula, prefixed with ``'``; anything else as is.
+
+    Only strings are escaped: numbers (a negative value included) stay numbers.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_lines(pages: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
+    """The CSV text of every page: a header, then the rows, a chunk per page.
+
+    When a page fails (a query error, or the pinned view generation was dropped), the body ends
+    with a line ``#ERROR: export incomplete: …`` and the exception is raised again, so the
+    server aborts the response before its end (no final chunk): a client cannot take the
+    truncated file for a whole one, whether it checks the transfer or reads the last line.
+    """
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    try:
+        for page in pages:
+            for row in page:
+                writer.writerow({k: csv_safe(v) for k, v in row.items()})
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    except Exception as exc:
+        log.error("CSV export failed part-way: %s", exc)
+        reason = "the view moved on; run the export again" if isinstance(exc, ViewMoved) else "query failed"
+        yield buffer.getvalue() + f"{EXPORT_ERROR_MARKER}: {reason}; this file is truncated\r\n"
+        raise
+    yield buffer.getvalue()
 
 
 @router.get(
@@ -194,25 +240,22 @@ async def export_deviations(
     """CSV export of every matching deviation with full detail, streamed page by page.
 
     Quality tokens (every site) and site tokens (their own site); operations tokens get 403.
+    Every page comes from the view generation committed when the export started (one
+    snapshot). Text cells that a spreadsheet would run as a formula (starting with ``=``,
+    ``+``, ``-``, ``@``, tab or CR) are prefixed with ``'``. An export that fails before its
+    first page is an error status (503); one that fails part-way ends with a line
+    ``#ERROR: export incomplete: …`` and an aborted connection (no final chunk).
     """
     principal.require(Role.QUALITY, Role.SITE, action="CSV export")
     flt = scoped(flt, principal)
-    rows = wh.deviation_rows(flt, sort=sort)
-
-    def lines() -> Iterator[str]:  # a sync generator: starlette runs it in the threadpool
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        for count, row in enumerate(rows, start=1):
-            writer.writerow(row)
-            if count % 500 == 0:
-                yield buffer.getvalue()
-                buffer.seek(0)
-                buffer.truncate()
-        yield buffer.getvalue()
+    pages = wh.deviation_pages(flt, sort=sort, block=EXPORT_PAGE_ROWS)
+    # the first page before the status line: a warehouse that cannot answer is a 503, not a 200
+    # with an empty or broken body
+    first: list[dict[str, Any]] | None = await wh.run(next, pages, None)
+    chained = itertools.chain([] if first is None else [first], pages)
 
     return StreamingResponse(
-        lines(),
+        csv_lines(chained),  # a sync generator: starlette runs it in the threadpool
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="deviations.csv"'},
     )
@@ -229,14 +272,16 @@ async def get_deviation(
     Its events, the batch's steps, the sensor summaries of its lane around it and the module
     configuration in force.
 
-    Quality tokens (every site) and site tokens (their own site; another site's deviation is 403).
-    Operations tokens get 403: full deviation detail is quality's.
+    Quality tokens (every site) and site tokens (their own site). Operations tokens get 403:
+    full deviation detail is quality's. Another site's deviation is a 404 for a site token,
+    the same answer as a deviation that does not exist, so ids of other sites cannot be probed.
     """
     principal.require(Role.QUALITY, Role.SITE, action="full deviation detail")
+    missing = HTTPException(status.HTTP_404_NOT_FOUND, f"no deviation {deviation_id}")
     try:
         item = await wh.run(wh.deviation, deviation_id)
     except NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        raise missing from exc
     if not principal.may_see_site(item["site_id"]):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a site token sees only site {principal.site_id}")
+        raise missing
     return item

@@ -2,7 +2,8 @@
 
 Every role reads completeness, findings and attribution (a site token: its own site only). The
 digest carries deviation free text and operator identities, so it follows the deviation
-detail's rule: quality and site roles.
+detail's rule: quality and site roles. A site token asking for another site's batch or view row
+gets 404, the answer for one that does not exist.
 """
 
 from __future__ import annotations
@@ -69,15 +70,22 @@ async def attribution(
     ],
     key: Annotated[str, Query(min_length=1, max_length=300, description="The row's key in that view")],
 ) -> dict[str, Any]:
-    """The event ids behind one view row (every view row is traceable to the events it was computed from)."""
+    """The event ids behind one view row (every view row is traceable to the events it was computed from).
+
+    A row of another site is a 404 for a site token, the same answer as a row that does not
+    exist (no probing of other sites' keys).
+    """
+    missing = HTTPException(status.HTTP_404_NOT_FOUND, f"no {view} row {key}")
     try:
         answer = await wh.run(wh.attribution, view, key)
     except NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+        raise missing from exc
     except BadQuery as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+    if not answer["site_id"] and principal.role is Role.SITE:
+        raise missing  # a network-wide row (no site) is not one site's
     if answer["site_id"] and not principal.may_see_site(answer["site_id"]):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a site token sees only site {principal.site_id}")
+        raise missing
     return answer
 
 
@@ -111,10 +119,9 @@ def _finding(row: dict[str, Any]) -> Finding:
 
 def _batch_digest(wh: Warehouse, codec: AvroCodec, principal: Principal, batch_id: str) -> BatchDigest:
     site, step_raws, deviation_raws = wh.batch_events(batch_id)
-    if site is None:
+    # another site's batch answers as one that does not exist (no probing of other sites' ids)
+    if site is None or not principal.may_see_site(site):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id}")
-    if not principal.may_see_site(site):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, f"a site token sees only site {principal.site_id}")
     steps, deviations = [], []
     for raw in step_raws + deviation_raws:
         try:

@@ -1,11 +1,13 @@
 # ruff: noqa: S608 - SQL is built from constants; values go as server-side parameters (see below)
 """Every read the query API and dashboard make, in one place.
 
-The source today is the event store (``batch_steps``, ``deviations``, ``module_configs``,
-``baselines``, ``sensor_summaries``; ReplacingMergeTree, read with FINAL so a replayed event
-counts once). The rules of docs/views.md and the domain contract are applied here in SQL (triage
-class, severity, duplicates) or in Python over small result sets (drift, forecast), so
-swapping a query to a materialized view table changes this module only.
+Two sources: the projector's views (``atmpnet.warehouse.views``, docs/views.md), where every
+rule of the domain contract is applied once (triage class, severity, duplicates, capacity,
+drift, performance, integrity), and the event store (``batch_steps``, ``deviations``,
+``module_configs``, ``sensor_summaries``; ReplacingMergeTree, read with FINAL so a replayed
+event counts once) for what no view holds: a deviation's free text, history and batch context.
+No rule is re-implemented here: the list, the CSV export and the live stream all read the
+triage view.
 
 "Now" is the newest ``occurred_at`` in the store, not the wall clock: the simulator runs time
 faster than real time, and a view of a replayed history must not depend on when it is read.
@@ -79,96 +81,9 @@ class NotFound(AtmpError):
     """The requested object does not exist (404)."""
 
 
-# One row per deviation: the RAISED event's facts, its lifecycle, class, severity, priority, due
-# date and the control software in force on its module when it was raised (ASOF join).
-# {site_clause} limits the inner scans; a duplicate needs an earlier deviation on the same module,
-# lane, parameter and alarm code, so a site filter there changes nothing inside a site.
-_TRIAGE = """
-WITH
-life AS (
-    SELECT deviation_id,
-           minIf(occurred_at, transition = 'RAISED') AS raised_at,
-           countIf(transition = 'UPDATED') AS updates,
-           if(updates > 0, minIf(occurred_at, transition = 'UPDATED'), NULL) AS updated_at,
-           countIf(transition = 'CLOSED') > 0 AS is_closed,
-           minIf(occurred_at, transition = 'CLOSED') AS closed_at_raw,
-           max(occurred_at) AS last_event_at,
-           max(ingested_at) AS last_ingested_at
-    FROM deviations FINAL
-    WHERE 1 {site_clause}
-    GROUP BY deviation_id
-    HAVING countIf(transition = 'RAISED') > 0
-),
-raised AS (
-    SELECT deviation_id, site_id, ifNull(module_id, '') AS module_id, lane, batch_id, step, parameter,
-           alarm_code, duration_seconds, observed_value, unit, limit_low, limit_high, detection_source
-    FROM deviations FINAL
-    WHERE transition = 'RAISED' {site_clause}
-    LIMIT 1 BY deviation_id
-),
-joined AS (
-    SELECT r.*, l.raised_at AS raised_at, l.updates AS updates, l.updated_at AS updated_at,
-           l.is_closed AS is_closed,
-           if(l.is_closed, l.closed_at_raw, NULL) AS closed_at,
-           l.last_event_at AS last_event_at, l.last_ingested_at AS last_ingested_at,
-           multiIf(
-               startsWith(ifNull(r.alarm_code, ''), 'PRC-'), 'PROCESS_EXCURSION',
-               startsWith(ifNull(r.alarm_code, ''), 'EQP-'), 'EQUIPMENT',
-               startsWith(ifNull(r.alarm_code, ''), 'ENV-'), 'ENVIRONMENTAL',
-               startsWith(ifNull(r.alarm_code, ''), 'DAT-'), 'DATA_INTEGRITY',
-               startsWith(ifNull(r.alarm_code, ''), 'SNS-'), 'SENSOR_FAULT',
-               r.parameter IS NOT NULL, 'PROCESS_EXCURSION',
-               'EQUIPMENT') AS base_class
-    FROM raised AS r INNER JOIN life AS l USING (deviation_id)
-),
-classified AS (
-    SELECT *,
-           max(ifNull(closed_at, toDateTime64('2999-01-01 00:00:00', 6, 'UTC')))
-               OVER (PARTITION BY module_id, ifNull(lane, 0), ifNull(parameter, ''), ifNull(alarm_code, '')
-                     ORDER BY raised_at, deviation_id
-                     ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_open_until,
-           earlier_open_until > raised_at AS is_duplicate,
-           if(is_duplicate, 'DUPLICATE', base_class) AS class,
-           multiIf(
-               is_duplicate, 'MINOR',
-               base_class = 'PROCESS_EXCURSION' AND ifNull(duration_seconds, 0) >= 1800
-                   AND ifNull(step, '') IN ('TRANSDUCTION', 'EXPANSION', 'FORMULATION', 'CRYOPRESERVATION'),
-                   'CRITICAL',
-               base_class = 'PROCESS_EXCURSION' AND ifNull(duration_seconds, 0) >= 1800, 'MAJOR',
-               base_class = 'PROCESS_EXCURSION', 'MINOR',
-               base_class = 'EQUIPMENT', if(batch_id IS NOT NULL, 'MAJOR', 'MINOR'),
-               base_class = 'SENSOR_FAULT', 'MINOR',
-               base_class = 'DATA_INTEGRITY' AND startsWith(ifNull(alarm_code, ''), 'DAT-SEG-'), 'CRITICAL',
-               'MAJOR') AS severity,
-           multiIf(severity = 'CRITICAL', 0, severity = 'MAJOR', 1, 2) AS severity_rank,
-           multiIf(is_closed, 'CLOSED', updates > 0, 'INVESTIGATING', 'OPEN') AS status,
-           raised_at + toIntervalHour(multiIf(severity = 'CRITICAL', 24, severity = 'MAJOR', 168, 720))
-               AS due_at
-    FROM joined
-),
-configs AS (
-    SELECT ifNull(module_id, '') AS module_id, occurred_at AS config_at,
-           arrayStringConcat(arraySort(arrayFilter(x -> x != '', arrayMap((k, n, v) ->
-               if(k = 'CONTROL_SOFTWARE', concat(n, '=', v), ''), components_kind, components_name,
-               components_version))), ';') AS software_version
-    FROM module_configs FINAL
-    WHERE 1 {site_clause}
-)
-SELECT c.deviation_id AS deviation_id, c.site_id AS site_id, c.module_id AS module_id, c.lane AS lane,
-       c.batch_id AS batch_id, c.step AS step, c.parameter AS parameter, c.alarm_code AS alarm_code,
-       c.class AS class, c.severity AS severity, c.status AS status,
-       multiIf(c.severity = 'CRITICAL', 1, c.severity = 'MAJOR', 2, 3) AS priority,
-       c.raised_at AS raised_at, c.updated_at AS updated_at, c.closed_at AS closed_at, c.due_at AS due_at,
-       round(toFloat64(ifNull(c.closed_at, (SELECT max(occurred_at) FROM deviations)) - c.raised_at)
-           / 3600, 6) AS age_hours,
-       c.status != 'CLOSED' AND (SELECT max(occurred_at) FROM deviations) > c.due_at AS overdue,
-       c.duration_seconds AS duration_seconds, nullIf(cf.software_version, '') AS software_version,
-       CAST(NULL, 'Nullable(String)') AS duplicate_of, toUInt32(0) AS module_cluster_size,
-       toUInt32(0) AS version_cluster_size, toUInt32(0) AS version_cluster_sites,
-       c.severity_rank AS severity_rank, c.last_ingested_at AS last_ingested_at
-FROM classified AS c
-ASOF LEFT JOIN configs AS cf ON c.module_id = cf.module_id AND c.raised_at >= cf.config_at
-"""
+class ViewMoved(WarehouseError):
+    """A read pinned to one view generation outlived it (the projector dropped its rows)."""
+
 
 LIST_COLUMNS = (
     "deviation_id",
@@ -200,16 +115,27 @@ LIST_COLUMNS = (
 FULL_TEXT_COLUMNS = ("description", "raised_by", "resolution")
 RAISED_FACT_COLUMNS = ("observed_value", "unit", "limit_low", "limit_high", "detection_source")
 
-# The triage view (docs/views.md), under the API's column names.
+# The triage view (docs/views.md), under the API's column names: one generation of
+# vt_deviation_triage, the latest committed one (what the view deviation_triage shows) unless
+# {generation} pins another ({gen:UInt64}). ``_changed_us`` is the live stream's cursor.
 _TRIAGE_VIEW = """
 SELECT deviation_id, site_id, module_id, lane, batch_id, step, parameter, alarm_code,
        deviation_class AS class, severity, status, priority, raised_at, updated_at, closed_at, due_at,
        age_hours, overdue, duration_seconds, software_versions AS software_version, duplicate_of,
        module_cluster_size, version_cluster_size, version_cluster_sites,
-       multiIf(severity = 'CRITICAL', 0, severity = 'MAJOR', 1, 2) AS severity_rank
-FROM deviation_triage
-WHERE 1 {site_clause}
+       multiIf(severity = 'CRITICAL', 0, severity = 'MAJOR', 1, 2) AS severity_rank,
+       toUnixTimestamp64Micro(changed_at) AS _changed_us
+FROM vt_deviation_triage
+WHERE generation = {generation} {site_clause}
 """
+_LATEST_GENERATION = "(SELECT max(generation) FROM view_generations)"
+_PINNED_GENERATION = "{gen:UInt64}"
+
+
+def _triage_view(site_clause: str, generation: int | None = None) -> str:
+    """The triage view's SELECT for the latest committed generation, or the pinned one."""
+    pinned = _LATEST_GENERATION if generation is None else _PINNED_GENERATION
+    return _TRIAGE_VIEW.format(site_clause=site_clause, generation=pinned)
 
 
 @dataclass(frozen=True)
@@ -278,17 +204,43 @@ def _encode_cursor(sort: str, values: list[Any]) -> str:
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
+MAX_CURSOR_CHARS = 2048
+_INT_RANGES = {"Int64": (-(2**63), 2**63 - 1), "UInt8": (0, 255)}
+
+
 def _decode_cursor(cursor: str, sort: str) -> list[Any]:
+    """The ``[sort value, deviation id]`` of a cursor this API issued for ``sort``, type-checked.
+
+    Every malformed or tampered cursor is a BadQuery (400), never a query that fails in the
+    warehouse: the values are checked against the ClickHouse type they are bound as.
+    """
+    foreign = BadQuery("cursor is not one this API issued (pass next_cursor of a page unchanged)")
+    if len(cursor) > MAX_CURSOR_CHARS:
+        raise foreign
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        values = data["v"]
-        ok = data["s"] == sort and isinstance(values, list) and len(values) == 2
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise BadQuery("cursor is not one this API issued") from exc
-    if not ok:
+        data = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (binascii.Error, ValueError) as exc:  # UnicodeError is a ValueError
+        raise foreign from exc
+    if not isinstance(data, dict) or not isinstance(data.get("s"), str):
+        raise foreign
+    values = data.get("v")
+    if not isinstance(values, list) or len(values) != 2:
+        raise foreign
+    if data["s"] != sort:
         raise BadQuery("cursor belongs to another sort order")
-    return list(values)
+    value, last_id = values
+    kind = SORTS[sort.lstrip("-")][1]
+    if kind in _INT_RANGES:
+        low, high = _INT_RANGES[kind]
+        # bool is an int in Python, and JSON true is no sort value of ours
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise foreign
+    elif not isinstance(value, str):
+        raise foreign
+    if not isinstance(last_id, str):
+        raise foreign
+    return [value, last_id]
 
 
 def _site_clause(site: str | None) -> tuple[str, dict[str, Any]]:
@@ -362,8 +314,13 @@ class Warehouse:
         cursor: str | None = None,
         limit: int = 100,
         full_text: bool = False,
+        generation: int | None = None,
     ) -> Page:
-        """A page of triaged deviations, in a stable order (``sort`` then deviation id)."""
+        """A page of triaged deviations, in a stable order (``sort`` then deviation id).
+
+        From the latest committed view generation, or from ``generation`` when given (the CSV
+        export pins one across its pages).
+        """
         descending = sort.startswith("-")
         key = sort.lstrip("-")
         if key not in SORTS:
@@ -372,6 +329,8 @@ class Warehouse:
         where, params = flt.where()
         site_clause, site_params = _site_clause(flt.site)
         params |= site_params
+        if generation is not None:
+            params["gen"] = generation
         if cursor is not None:
             value, last_id = _decode_cursor(cursor, sort)
             op = "<" if descending else ">"
@@ -381,7 +340,7 @@ class Warehouse:
         direction = "DESC" if descending else "ASC"
         sql = (
             f"SELECT {', '.join(f'`{c}`' for c in columns)}, {column} AS _sort FROM ("
-            + _TRIAGE_VIEW.format(site_clause=site_clause)
+            + _triage_view(site_clause, generation)
             + f") WHERE {where} ORDER BY {column} {direction}, deviation_id {direction} "
             f"LIMIT {int(limit) + 1}"
         )
@@ -417,14 +376,46 @@ class Warehouse:
         )
         return {r[0]: dict(zip(FULL_TEXT_COLUMNS + RAISED_FACT_COLUMNS, r[1:], strict=True)) for r in rows}
 
-    def deviation_rows(
+    def committed_generation(self) -> int | None:
+        """The latest committed view generation (None before the first refresh)."""
+        _, rows = self._query("SELECT max(generation), count() FROM view_generations")
+        generation, count = rows[0]
+        return int(generation) if count else None
+
+    def _still_kept(self, generation: int) -> None:
+        """Raise ViewMoved once ``generation``'s rows may have been dropped.
+
+        The projector keeps the committed generation and the one before it and drops a generation
+        only after committing the second one after it (views.write_views): while the newest
+        committed generation is at most ``generation + 1``, every read of it was complete.
+        """
+        latest = self.committed_generation() or 0
+        if latest > generation + 1:
+            raise ViewMoved(
+                f"the triage view moved on from generation {generation} to {latest} during the export,"
+                " and that generation's rows are gone: run the export again"
+            )
+
+    def deviation_pages(
         self, flt: DeviationFilter, *, sort: str = "-raised_at", block: int = 2000
-    ) -> Iterator[dict[str, Any]]:
-        """Every matching deviation with full text, page by page (the CSV export streams these)."""
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Every matching deviation with full text, page by page, all from one view generation.
+
+        The CSV export streams these. Each page is read from the generation committed when the
+        first page was read, so the pages are one consistent snapshot (no row twice or missed
+        when a refresh moves rows between pages); ViewMoved when that generation was dropped
+        before the export finished (WarehouseError on any failed query).
+        """
+        generation = self.committed_generation()
+        if generation is None:
+            return
         cursor: str | None = None
         while True:
-            page = self.deviations(flt, sort=sort, cursor=cursor, limit=block, full_text=True)
-            yield from page.items
+            page = self.deviations(
+                flt, sort=sort, cursor=cursor, limit=block, full_text=True, generation=generation
+            )
+            self._still_kept(generation)
+            yield page.items
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
@@ -435,11 +426,7 @@ class Warehouse:
         The batch's steps, the sensor summaries of its lane around it, and the module configuration in force.
         """
         columns = ", ".join(f"`{c}`" for c in LIST_COLUMNS)
-        sql = (
-            f"SELECT {columns} FROM ("
-            + _TRIAGE_VIEW.format(site_clause="")
-            + ") WHERE deviation_id = {deviation_id:String}"
-        )
+        sql = f"SELECT {columns} FROM (" + _triage_view("") + ") WHERE deviation_id = {deviation_id:String}"
         names, rows = self._query(sql, {"deviation_id": deviation_id})
         if not rows:
             raise NotFound(f"no deviation {deviation_id}")
@@ -514,38 +501,26 @@ class Warehouse:
     def deviation_changes(
         self, after: tuple[int, str] | None, site: str | None, *, limit: int = 500, newest: bool = False
     ) -> list[dict[str, Any]]:
-        """Triaged deviations whose newest event was ingested after ``after`` (the live stream).
+        """Rows of the triage view raised or changed after the cursor ``after`` (the live stream).
 
-        In cursor order; with ``newest``, the last ``limit`` of them instead of the first.
+        In cursor order; with ``newest``, the last ``limit`` of them instead of the first. The
+        rows are the list endpoint's (the same view, the same columns), plus ``_cursor``.
 
-        The cursor (``_cursor``) is ``(last_ingested_at in µs, deviation_id)``: ingest time only
-        grows, so a client resuming from its last event id gets every deviation raised or changed
-        since. An UPDATED or CLOSED event moves its deviation to the end again.
+        The cursor is ``(changed_at in µs, deviation_id)``; ``changed_at`` is the ingest time of
+        the newest event that can change the row's class, severity, status or duplicate_of
+        (views.triage_changed_at). It never decreases, so a client resuming from its last event
+        id gets every deviation raised or changed since, once a refresh has put it in the view.
         """
         site_clause, params = _site_clause(site)
         where = "1"
         if after is not None:
-            where = "(toUnixTimestamp64Micro(last_ingested_at), deviation_id) > ({a_us:Int64}, {a_id:String})"
+            where = "(_changed_us, deviation_id) > ({a_us:Int64}, {a_id:String})"
             params |= {"a_us": after[0], "a_id": after[1]}
-            # cheap check first (no FINAL, one column): the stream polls this twice a second
-            changed = (
-                "SELECT DISTINCT ifNull(module_id, '') FROM deviations"
-                " WHERE (toUnixTimestamp64Micro(ingested_at) > {a_us:Int64}"
-                " OR (toUnixTimestamp64Micro(ingested_at) = {a_us:Int64}"
-                f" AND deviation_id > {{a_id:String}})) {site_clause}"
-            )
-            _, modules = self._query(changed, params)
-            if not modules:
-                return []
-            # triage only the modules with changes: a duplicate needs an earlier deviation on the
-            # same module, and the configuration in force is the module's, so this is exact
-            site_clause += " AND ifNull(module_id, '') IN {changed_modules:Array(String)}"
-            params["changed_modules"] = [m for (m,) in modules]
         columns = ", ".join(f"`{c}`" for c in LIST_COLUMNS)
         direction = "DESC" if newest else "ASC"
         sql = (
-            f"SELECT {columns}, toUnixTimestamp64Micro(last_ingested_at) AS _cursor FROM ("
-            + _TRIAGE.format(site_clause=site_clause)
+            f"SELECT {columns}, _changed_us AS _cursor FROM ("
+            + _triage_view(site_clause)
             + f") WHERE {where} ORDER BY _cursor {direction}, deviation_id {direction} LIMIT {int(limit)}"
         )
         names, rows = self._query(sql, params)
@@ -641,7 +616,8 @@ class Warehouse:
         """Configuration drift against each module type's validated baseline, from the drift views.
 
         Per module its state and components' states; the drift intervals with the batches that ran
-        under them (GMP impact); a site x module type x component matrix; version skew across sites.
+        under them (GMP impact); a site x module type x component matrix; version skew across sites
+        (with ``site``: across that site's modules only).
         """
         as_of = self.view_as_of()
         site_clause, params = _site_clause(site)
@@ -699,10 +675,24 @@ class Warehouse:
                 found = matrix.get((i["site_id"], i["module_type"], name))
                 if found is not None:
                     found["batches"] |= set(i["batches"])
-        _, rows = self._query(
-            "SELECT module_type, component, version, sites, modules FROM drift_version_skew"
-            " WHERE versions_of_component > 1 ORDER BY module_type, component, version"
-        )
+        if site is None:
+            _, rows = self._query(
+                "SELECT module_type, component, version, sites, modules FROM drift_version_skew"
+                " WHERE versions_of_component > 1 ORDER BY module_type, component, version"
+            )
+        else:
+            # limited to a site (site tokens always): the skew among that site's own modules, so
+            # nothing about another site's versions or module counts shows through
+            _, rows = self._query(
+                "SELECT module_type, component, version, 1 AS sites, modules FROM ("
+                " SELECT module_type, component, running_version AS version,"
+                "  uniqExact(module_id) AS modules,"
+                "  count() OVER (PARTITION BY module_type, component) AS versions"
+                f" FROM drift_components WHERE running_version IS NOT NULL {site_clause}"
+                " GROUP BY module_type, component, version)"
+                " WHERE versions > 1 ORDER BY module_type, component, version",
+                params,
+            )
         skew: dict[tuple[str, str], dict[str, dict[str, int]]] = defaultdict(dict)
         for mtype, name, version, n_sites, n_modules in rows:
             skew[(mtype, name)][version] = {"sites": int(n_sites), "modules": int(n_modules)}

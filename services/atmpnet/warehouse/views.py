@@ -129,6 +129,7 @@ VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
         "version_cluster_sites",
         "age_hours",
         "overdue",
+        "changed_at",  # the live stream's cursor (migrations/0103_triage_cursor.sql)
     ),
     "drift_modules": (
         "site_id",
@@ -200,6 +201,10 @@ VIEW_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
 }
 VIEW_NAMES: tuple[str, ...] = tuple(VIEW_COLUMNS)
+# columns from store metadata (ingest times), not from the set of events: live and a rebuild from
+# another store differ there by design, so read_views (what comparisons read) leaves them out
+STORE_METADATA_COLUMNS: dict[str, frozenset[str]] = {"deviation_triage": frozenset({"changed_at"})}
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # changed_at of a deviation without a known ingest time
 
 
 EventFact = integrity.EventFact
@@ -226,6 +231,9 @@ class StoreFacts:
     clean_streams: dict[str, tuple[str | None, int]] | None = None
     # "*": the event time every dense partition has reached; streams held back (see stream_watermarks)
     stream_watermarks: dict[str, datetime] | None = None
+    # deviation id -> the newest ingested_at of its stored events (read in the same query as the
+    # deviation facts, so it describes exactly the events the triage is computed from)
+    deviation_ingested_at: dict[str, datetime] | None = None
 
 
 @dataclass(frozen=True)
@@ -301,6 +309,11 @@ def load_facts(client: Client) -> StoreFacts:
             " product_code, expected_duration_minutes FROM batch_steps FINAL",
         )
     ]
+    deviation_rows = _query(
+        client,
+        "SELECT event_id, site_id, module_id, lane, batch_id, deviation_id, transition, occurred_at,"
+        " step, parameter, alarm_code, duration_seconds, ingested_at FROM deviations FINAL",
+    )
     deviations = [
         DeviationFact(
             str(r[0]),
@@ -316,12 +329,13 @@ def load_facts(client: Client) -> StoreFacts:
             r[10],
             r[11],
         )
-        for r in _query(
-            client,
-            "SELECT event_id, site_id, module_id, lane, batch_id, deviation_id, transition, occurred_at,"
-            " step, parameter, alarm_code, duration_seconds FROM deviations FINAL",
-        )
+        for r in deviation_rows
     ]
+    deviation_ingested_at: dict[str, datetime] = {}
+    for r in deviation_rows:
+        at = _utc(r[12]) or EPOCH
+        if at > deviation_ingested_at.get(r[5], EPOCH):
+            deviation_ingested_at[r[5]] = at
     configs = [
         ConfigFact(
             str(r[0]),
@@ -392,6 +406,7 @@ def load_facts(client: Client) -> StoreFacts:
         integrity_steps=integrity_steps,
         clean_streams=clean_streams,
         stream_watermarks=watermarks,
+        deviation_ingested_at=deviation_ingested_at,
     )
 
 
@@ -681,6 +696,7 @@ def compute_views(facts: StoreFacts) -> ViewSet:  # noqa: PLR0912
     rows["capacity_totals"] = _totals(capacity)
 
     triaged = triage.triage(facts.deviations, facts.configs, as_of)
+    changed_at = triage_changed_at(triaged, facts.deviation_ingested_at or {})
     for t in triaged:
         rows["deviation_triage"].append(
             (
@@ -712,6 +728,7 @@ def compute_views(facts: StoreFacts) -> ViewSet:  # noqa: PLR0912
                 t.version_cluster_sites,
                 t.age_hours,
                 t.overdue,
+                changed_at[t.deviation_id],
             )
         )
 
@@ -768,6 +785,32 @@ def compute_views(facts: StoreFacts) -> ViewSet:  # noqa: PLR0912
             (p.site_id, _s(p.step) or "", str(p.metric), p.value, p.n, p.ci_low, p.ci_high, p.network_median)
         )
     return ViewSet(rows, facts, triaged, intervals, findings, settled)
+
+
+def triage_changed_at(
+    triaged: list[triage.TriagedDeviation], ingested_at: dict[str, datetime]
+) -> dict[str, datetime]:
+    """Per deviation: ingest time of the newest event that can change its triage (the stream's cursor).
+
+    Triage here means class, severity, status and duplicate_of. The first three follow from the
+    deviation's own events; duplicate_of also from the RAISED and CLOSED events of the deviations
+    raised before it with the same duplicate key (triage.duplicates), so the value is the maximum
+    over its own events and those of every earlier member of its group. It never decreases as
+    events arrive, so a reader that has seen every row up to a value misses no later change.
+    Cluster sizes, software versions and age are not covered: they move with unrelated
+    deviations and with time.
+    """
+    groups: dict[tuple[str, int | None, str | None, str | None], list[triage.TriagedDeviation]] = {}
+    for t in triaged:
+        groups.setdefault((t.module_id, t.lane, t.parameter, t.alarm_code), []).append(t)
+    out: dict[str, datetime] = {}
+    for members in groups.values():
+        members.sort(key=lambda t: (t.raised_at, t.deviation_id))
+        running = EPOCH
+        for t in members:
+            running = max(running, ingested_at.get(t.deviation_id, EPOCH))
+            out[t.deviation_id] = running
+    return out
 
 
 def is_settled(f: integrity.Finding, watermarks: dict[str, datetime], as_of: datetime) -> bool:
@@ -992,10 +1035,14 @@ def _aware(value: Any) -> Any:
 
 
 def read_views(client: Client) -> dict[str, list[tuple[Any, ...]]]:
-    """Every view's committed rows, sorted, datetimes in UTC: what readers see, comparable."""
+    """Every view's committed rows, sorted, datetimes in UTC: what readers see, comparable.
+
+    Columns of store metadata (``STORE_METADATA_COLUMNS``) are left out.
+    """
     out = {}
     for name in VIEW_NAMES:
-        cols = ", ".join(f"`{c}`" for c in VIEW_COLUMNS[name])
+        skip = STORE_METADATA_COLUMNS.get(name, frozenset())
+        cols = ", ".join(f"`{c}`" for c in VIEW_COLUMNS[name] if c not in skip)
         rows = _query(client, f"SELECT {cols} FROM {name}")  # noqa: S608 (constant names)
         out[name] = sorted((tuple(_aware(v) for v in r) for r in rows), key=repr)
     return out

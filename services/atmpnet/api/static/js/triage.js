@@ -67,7 +67,6 @@ async function load(more) {
 }
 function upsert(item) {
   if (!matches(item)) { if (rows.delete(item.deviation_id)) renderAll(); return; }
-  const known = rows.has(item.deviation_id);
   rows.set(item.deviation_id, item);
   const tbody = document.querySelector("#queue tbody");
   const old = tbody.querySelector(`tr[data-id="${CSS.escape(item.deviation_id)}"]`);
@@ -79,9 +78,11 @@ function upsert(item) {
     const ref = next ? tbody.querySelector(`tr[data-id="${CSS.escape(next.deviation_id)}"]`) : null;
     tbody.insertBefore(fresh, ref);
   }
-  if (!known) renderKpis(); else renderKpis();
+  renderKpis();
 }
 // SSE over fetch (EventSource cannot send the Authorization header); resumes with Last-Event-ID.
+// The stream serves rows of the same triage view as the list (one rule set), re-sent whenever a
+// deviation's class, severity, status or duplicate changes: an upsert by deviation_id is exact.
 async function stream() {
   const live = document.getElementById("live");
   for (;;) {
@@ -115,6 +116,8 @@ async function stream() {
       }
     } catch (err) {
       if (err.name === "AbortError") return;
+      // a resume point the server refuses (400): start over from the list, then live from now
+      if (String(err.message).startsWith("400")) { lastEventId = null; await load(false).catch(() => {}); }
     }
     live.className = "live off"; live.textContent = "live: reconnecting";
     await new Promise((r) => setTimeout(r, 2000));
