@@ -791,16 +791,23 @@ class Warehouse:
             params,
         )
         sites = _row_dicts(cols, rows)
+        # settled findings only (those raised as deviations); the rest may still close by
+        # themselves while a topic catches up, so they are counted apart as in flight
         _, counts = self._query(
-            "SELECT site_id, kind, severity, count() FROM integrity_findings WHERE site_id != ''"
-            f" {clause} GROUP BY site_id, kind, severity ORDER BY site_id, kind",
+            "SELECT site_id, kind, settled, count() FROM integrity_findings WHERE site_id != ''"
+            f" {clause} GROUP BY site_id, kind, settled ORDER BY site_id, kind",
             params,
         )
         by_site: dict[str, dict[str, int]] = defaultdict(dict)
-        for site_id, kind, _severity, n in counts:
-            by_site[site_id][kind] = by_site[site_id].get(kind, 0) + int(n)
+        in_flight: dict[str, int] = defaultdict(int)
+        for site_id, kind, settled, n in counts:
+            if settled:
+                by_site[site_id][kind] = by_site[site_id].get(kind, 0) + int(n)
+            else:
+                in_flight[site_id] += int(n)
         for row in sites:
             row["findings"] = by_site.get(row["site_id"], {})
+            row["findings_in_flight"] = in_flight.get(row["site_id"], 0)
         expected = sum(r["expected"] for r in sites)
         totals = {
             "expected": expected,

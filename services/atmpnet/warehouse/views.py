@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -619,7 +619,7 @@ def compute_views(facts: StoreFacts) -> ViewSet:  # noqa: PLR0912
     findings = tuple(integrity_findings(facts))
     settled = frozenset(f.finding_id for f in findings if is_settled(f, facts.stream_watermarks or {}, as_of))
     rows["integrity_findings"] = [(*_finding_row(f), f.finding_id in settled) for f in findings]
-    for sc in site_completeness(facts):
+    for sc in site_completeness(facts, as_of):
         rows["completeness"].append(
             (
                 sc.site_id or "",
@@ -842,15 +842,40 @@ def integrity_findings(facts: StoreFacts) -> list[integrity.Finding]:
     return sorted(found, key=lambda f: (f.kind.value, f.stream, f.evidence, f.message))
 
 
-def site_completeness(facts: StoreFacts) -> list[integrity.SiteCompleteness]:
-    """Completeness per site: the suspect streams by the rule, the clean ones from their SQL counts."""
-    per = dict(integrity.completeness(facts.integrity, INTEGRITY_BOUNDS))
+def site_completeness(facts: StoreFacts, as_of: datetime | None = None) -> list[integrity.SiteCompleteness]:
+    """Completeness per site: the suspect streams by the rule, the clean ones from their SQL counts.
+
+    A suspect stream counts only up to its settled horizon (``settled_facts``): while a topic
+    lags another, the newest sequences of a module are partly in flight, and counting them
+    would show a catching-up consumer as lost data.
+    """
+    suspect = settled_facts(facts.integrity, facts.stream_watermarks or {}, as_of or facts.as_of)
+    per = dict(integrity.completeness(suspect, INTEGRITY_BOUNDS))
     for site, expected in (facts.clean_streams or {}).values():
         c = per.get(site) or integrity.SiteCompleteness(site, 0, 0, 0, 0, 0)
         per[site] = integrity.SiteCompleteness(
             site, c.streams + 1, c.expected + expected, c.received + expected, c.on_time + expected, c.skewed
         )
     return [per[k] for k in sorted(per, key=lambda k: k or "")]
+
+
+def settled_facts(
+    facts: Sequence[integrity.EventFact], watermarks: dict[str, datetime], as_of: datetime | None
+) -> list[integrity.EventFact]:
+    """Each stream's facts up to the highest sequence that occurred before its settled horizon.
+
+    The horizon is the stream's watermark less the lateness bound (``is_settled`` uses the same):
+    a sequence above the newest settled event may still be in flight, so it is neither expected
+    nor received yet. A stream with nothing settled is left out.
+    """
+    if as_of is None:
+        return list(facts)
+    top: dict[str, int] = {}
+    for f in facts:
+        watermark = watermarks.get(f.stream, watermarks.get("*", as_of))
+        if f.occurred_at + LATENESS_BOUND <= watermark and f.sequence > top.get(f.stream, -1):
+            top[f.stream] = f.sequence
+    return [f for f in facts if f.sequence <= top.get(f.stream, -1)]
 
 
 def _finding_row(f: integrity.Finding) -> tuple[Any, ...]:

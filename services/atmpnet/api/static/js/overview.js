@@ -52,7 +52,7 @@ async function render() {
     })));
   const comp = await atmp.json("/api/v1/completeness");
   document.getElementById("completeness-table").replaceChildren(
-    el("thead", {}, el("tr", {}, ["site", "expected", "received", "received %", "on time %", "findings"]
+    el("thead", {}, el("tr", {}, ["site", "expected", "received", "received %", "on time %", "findings", "in flight"]
       .map((h, i) => el("th", { class: i ? "num" : null, text: h })))),
     el("tbody", {}, comp.sites.map((c) => {
       const n = Object.values(c.findings).reduce((a, x) => a + x, 0);
@@ -61,7 +61,10 @@ async function render() {
         cell("received_share", pct(c.received_share, 2), c.received_share < 1 ? "warn" : ""),
         cell("on_time_share", pct(c.on_time_share, 2), c.on_time_share < 1 ? "warn" : ""),
         el("td", { class: "num", "data-site": c.site_id, "data-metric": "findings",
-          title: Object.entries(c.findings).map(([k, v]) => k + ": " + v).join(", ") || "none", text: num(n) }));
+          title: Object.entries(c.findings).map(([k, v]) => k + ": " + v).join(", ") || "none", text: num(n) }),
+        el("td", { class: "num", "data-site": c.site_id, "data-metric": "findings_in_flight",
+          title: "findings that may still close while a topic catches up (not raised as deviations)",
+          text: num(c.findings_in_flight || 0) }));
     })));
   const map = document.getElementById("lane-map");
   const modules = new Map();
