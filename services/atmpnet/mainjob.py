@@ -22,6 +22,8 @@ import contextlib
 import gc
 import json
 import logging
+import os
+import secrets
 import shutil
 import signal
 import threading
@@ -39,7 +41,7 @@ from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import DERIVED_EVENT_TYPES, DeviationStatus, Event
 from atmpnet.embedded import Stack
 from atmpnet.errors import AtmpError
-from atmpnet.settings import Settings
+from atmpnet.settings import ApiToken, Settings
 from atmpnet.site.publisher import SitePublisher
 from atmpnet.site.simulation.engine import Simulation
 from atmpnet.site.simulation.network import NetworkConfig
@@ -50,7 +52,10 @@ from atmpnet.warehouse.connection import connect
 from atmpnet.warehouse.migrations import apply_migrations
 
 if TYPE_CHECKING:
+    from fastapi import FastAPI
+
     from atmpnet.api.app import ApiServer
+    from atmpnet.warehouse.views import ViewSet
 
 log = logging.getLogger(__name__)
 
@@ -204,27 +209,50 @@ def _wipe(settings: Settings, say: Say) -> None:
         admin.close()
 
 
-def _development_token(settings: Settings, site_ids: list[str]) -> tuple[Path | None, str | None]:
-    """The development token file and the operations token (None when tokens are configured).
+def _site_entry(site_id: str) -> dict[str, str]:
+    return {"name": f"site-{site_id}", "role": "site", "site_id": site_id, "token": secrets.token_urlsafe(24)}
 
-    The file (0600, data_dir/api-tokens.json) is kept across runs while it names the same sites,
-    so a signed-in user stays valid; a different network gets new tokens.
+
+def _development_tokens(settings: Settings, site_ids: list[str]) -> tuple[list[ApiToken], Path] | None:
+    """The development tokens, one per role and per site, and their file (None when configured).
+
+    The file (0600, data_dir/api-tokens.json) is kept across runs while it names only sites of
+    this network, so a signed-in user stays valid; a site it lacks (a larger ``--sites`` with
+    ``--keep``, a site that appeared during the run) is added with a token of its own, the
+    others unchanged; a file naming another network's sites is replaced.
     """
     from atmpnet.api.auth import development_tokens
 
     if settings.api_tokens:
-        return None, None
+        return None
     path = settings.data_dir / "api-tokens.json"
     if path.exists():
         try:
-            known = {e.get("site_id") for e in json.loads(path.read_text(encoding="utf-8"))} - {None}
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            known = {e.get("site_id") for e in raw} - {None}
         except (ValueError, AttributeError):
-            known = set()
-        if known != set(site_ids):
+            raw, known = [], {"?"}
+        if not known <= set(site_ids):
             path.unlink()
-    tokens, path = development_tokens(settings, site_ids)
+        elif missing := sorted(set(site_ids) - known):
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                json.dump(raw + [_site_entry(s) for s in missing], out, indent=2)
+            os.replace(tmp, path)
+    return development_tokens(settings, site_ids)
+
+
+def _operations_token(tokens: list[ApiToken]) -> str | None:
     ops = next((t.token for t in tokens if t.role == "operations" and t.token is not None), None)
-    return path, ops.get_secret_value() if ops is not None else None
+    return ops.get_secret_value() if ops is not None else None
+
+
+def _stored_sites(views: ViewSet) -> set[str]:
+    """Sites with a configuration or a batch step in the store (as the API's site list)."""
+    facts = views.facts
+    return {c.site_id for c in facts.configs} | {s.site_id for s in facts.steps}
 
 
 @dataclass
@@ -255,6 +283,8 @@ class MainJob:
         self._signal_name: str | None = None
         self._parts = _Parts()
         self._views_seen: tuple[int, float] | None = None
+        self._token_sites: set[str] = set()  # sites the development tokens cover
+        self._api_app: FastAPI | None = None
 
     # -- signals ----------------------------------------------------------------------------
 
@@ -305,17 +335,9 @@ class MainJob:
         simulation = Simulation(network)
         site_ids = [p.site_id for p in network.site_profiles()]
 
-        from atmpnet.api.app import start_api  # cli's layer: see the module docstring
-
-        token_file, ops_token = _development_token(settings, site_ids)
-        api_client = connect(settings)
         projector_client = connect(settings)
-        self._parts.clients = (api_client, projector_client)
-        try:
-            server, _ = start_api(settings, api_client, port=o.port)
-        except AtmpError as exc:
-            raise MainJobError(f"{exc} (is the port taken? --port 0 picks a free one)") from exc
-        self._parts.api = server
+        token_file, ops_token = self._start_api(client, site_ids, o.port)
+        self._parts.clients = (*self._parts.clients, projector_client)
 
         ensure_topics(settings, servers, [t.TOPIC for t in DERIVED_EVENT_TYPES])
         derived = DerivedPublisher(producer_config(settings, servers), self.codec)
@@ -354,6 +376,8 @@ class MainJob:
         say(f"processor ({o.engine}) starting: joining the consumer group takes a few seconds")
         processor.start()
         self._parts.processor = processor
+        server = self._parts.api
+        assert server is not None
         say("")
         say(f"dashboard:  {server.url}/login   (then Network overview, Deviation triage, ...)")
         say(f"API docs:   {server.url}/docs")
@@ -364,6 +388,31 @@ class MainJob:
             say("sign in with one of the tokens configured in ATMPNET_API_TOKENS")
         say("Ctrl-C stops everything cleanly.")
         say("")
+
+    def _start_api(
+        self, client: Client, site_ids: list[str], port: int | None
+    ) -> tuple[Path | None, str | None]:
+        """Serve the API on a client of its own; return the development token file and ops token."""
+        from atmpnet.api.app import ApiServer, create_api  # cli's layer: see the module docstring
+        from atmpnet.warehouse.queries import Warehouse
+
+        # with --keep (or a ClickHouse server, never wiped) the store may hold other sites too
+        self._token_sites = set(site_ids) | set(Warehouse(client).sites())
+        development = _development_tokens(self.settings, sorted(self._token_sites))
+        api_client = connect(self.settings)
+        self._parts.clients = (api_client,)
+        self._api_app = create_api(
+            self.settings, api_client, tokens=development[0] if development is not None else None
+        )
+        try:
+            self._parts.api = ApiServer(
+                self._api_app, self.settings.api_host, self.settings.api_port if port is None else port
+            ).start()
+        except AtmpError as exc:
+            raise MainJobError(f"{exc} (is the port taken? --port 0 picks a free one)") from exc
+        if development is None:
+            return None, None
+        return development[1], _operations_token(development[0])
 
     # -- progress ---------------------------------------------------------------------------
 
@@ -394,10 +443,12 @@ class MainJob:
             (facts.as_of - feed.simulation.start).total_seconds() / 86400 if facts.as_of is not None else 0.0
         )
         open_deviations = sum(1 for t in last.views.triage if t.status is not DeviationStatus.CLOSED)
+        derived = projector.publisher
+        failing = f"  derived publishing failing ({derived.failing}x)" if derived and derived.failing else ""
         return (
             f"{line}  views gen {last.generation} as of day {as_of:.2f} ({facts.events:,} events, "
             f"{last.seconds:.1f}s refresh, seen {now - self._views_seen[1]:.0f}s ago)  "
-            f"deviations open {open_deviations}"
+            f"deviations open {open_deviations}{failing}"
         )
 
     def _caught_up(self) -> bool:
@@ -440,6 +491,7 @@ class MainJob:
             if now >= next_line:
                 next_line = now + o.progress_every_s
                 self.say(self._progress())
+                self._tokens_for_new_sites()
             if feed.finished and not announced and self._caught_up():
                 announced = True
                 self.say(self._progress())
@@ -458,6 +510,23 @@ class MainJob:
                 break
         if self.failed:
             self.say(f"atmpnet up: {self.failed}")
+
+    def _tokens_for_new_sites(self) -> None:
+        """Give a site that appeared in the store since start (e.g. mirrored in) development tokens."""
+        projector, app = self._parts.projector, self._api_app
+        if self.settings.api_tokens or projector is None or projector.last is None or app is None:
+            return
+        new = _stored_sites(projector.last.views) - self._token_sites
+        if not new:
+            return
+        from atmpnet.api.auth import TokenBook
+
+        self._token_sites |= new
+        development = _development_tokens(self.settings, sorted(self._token_sites))
+        if development is not None:
+            app.state.tokens = TokenBook(development[0])  # read per request: effective at once
+            sites = ", ".join(sorted(new))
+            self.say(f"new site{'s' if len(new) > 1 else ''} {sites}: development tokens in {development[1]}")
 
     def _write_truth(self) -> None:
         feed = self._parts.feed

@@ -1,4 +1,5 @@
-"""The faust processor on the real broker: duplicates, dead letters, mirrored topics, clean stop."""
+"""The processor on the real broker: duplicates, dead letters, mirrored topics, clean stop;
+derived publication that fails holds no ingest back."""
 
 from __future__ import annotations
 
@@ -8,17 +9,21 @@ from collections.abc import Iterable
 
 import pytest
 from atmpnet.contract.codec import AvroCodec
-from atmpnet.contract.events import Deviation, Event
+from atmpnet.contract.events import DERIVED_EVENT_TYPES, Deviation, Event
 from atmpnet.settings import Settings
 from atmpnet.site.simulator import NetworkConfig, Simulation
-from atmpnet.streams.app import ProcessorConfig, create_processor
+from atmpnet.streams.app import ProcessorConfig, create_processor, free_port
 from atmpnet.streams.dead_letter import HEADER_REASON_CODE, HEADER_SOURCE_TOPIC
+from atmpnet.streams.derived import DerivedPublisher, ViewProjector, derived_events
 from atmpnet.streams.ingest import TopicRouter, WrittenBatch
 from atmpnet.transport import consumer_config, ensure_topics, producer_config
 from atmpnet.warehouse.dead_letters import dead_letters
 from atmpnet.warehouse.event_store import count_events, event_ids
+from atmpnet.warehouse.migrations import apply_migrations
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from tests.integration.test_ground_truth import consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -129,3 +134,71 @@ def test_duplicates_dead_letters_and_mirrored_topics(
     assert undecodable.key() == b"B-x"
     assert undecodable.value() == b"\x00\x00\x00\x00\x65definitely not avro"
     assert headers_of(undecodable)[HEADER_SOURCE_TOPIC] == topics[Deviation].encode()
+
+
+def test_ingest_goes_on_while_derived_events_cannot_be_published_and_sends_them_once_later(
+    settings: Settings,
+    kafka_bootstrap: str,
+    topics: dict[type[Event], str],
+    clickhouse: Client,
+    codec: AvroCodec,
+) -> None:
+    apply_migrations(clickhouse)
+    events = list(Simulation(NetworkConfig(sites=1, days=3, seed=3)).events())
+    assert any(isinstance(e, Deviation) for e in events)
+    half = len(events) // 2
+    suffix = uuid.uuid4().hex[:8]
+    derived = {t: f"{t.TOPIC}.test-{suffix}" for t in DERIVED_EVENT_TYPES}
+    ensure_topics(settings, kafka_bootstrap, list(derived.values()))
+    # the derived producer points at a broker nobody listens on
+    unreachable = producer_config(settings, f"127.0.0.1:{free_port()}")
+    projector = ViewProjector(DerivedPublisher(unreachable, codec, derived, timeout_s=0.5), retry_s=0.1)
+    group = f"ingest-{uuid.uuid4().hex[:8]}"
+    config = ProcessorConfig(kafka_bootstrap, settings.data_dir, group_id=group, engine="batch")
+    processor = create_processor(
+        settings,
+        kafka_bootstrap,
+        clickhouse,
+        codec,
+        config=config,
+        router=TopicRouter(topics),
+        dead_letter_topic=f"atmp.dead-letter.v1.test-{suffix}",
+    )
+    processor.add_after_write(projector)
+    producer = Producer(producer_config(settings, kafka_bootstrap))
+    processor.start()
+    try:
+        publish(producer, codec, topics, events[:half])
+        wait_until(lambda: count_events(clickhouse) >= half, 60, "ingest while publishing fails")
+        wait_until(lambda: processor.records_processed >= half, 30, "the batches to be done")
+        assert processor.batch_loop is not None  # the batch engine commits after each write
+        wait_until(lambda: committed(settings, kafka_bootstrap, group, topics) >= half, 30, "the commits")
+        assert projector.last is not None and projector.last.views.facts.events == half
+        assert projector.pending
+        assert projector.publisher is not None and projector.publisher.failures >= 1
+
+        # the broker is back (a publisher on it): the next writes send what was missed
+        projector.publisher = DerivedPublisher(producer_config(settings, kafka_bootstrap), codec, derived)
+        publish(producer, codec, topics, events[half:])
+        wait_until(lambda: count_events(clickhouse) >= len(events), 60, "the rest")
+        wait_until(lambda: processor.records_processed >= len(events), 30, "the rest to be done")
+        wait_until(lambda: not projector.pending, 30, "the derived events")
+    finally:
+        processor.stop()
+    assert committed(settings, kafka_bootstrap, group, topics) == len(events)
+    assert projector.last is not None
+    expected = {e.envelope.event_id for e in derived_events(projector.last.views)}
+    assert expected
+    seen = consume_all(settings, kafka_bootstrap, list(derived.values()), codec)
+    assert sorted(str(e.envelope.event_id) for e in seen) == sorted(str(i) for i in expected)
+    projector.publisher = None  # its producer goes before the session's broker does
+
+
+def committed(settings: Settings, bootstrap: str, group: str, topics: dict[type[Event], str]) -> int:
+    """Records the group has committed on the topics (offsets start at 0 on fresh test topics)."""
+    consumer = Consumer(consumer_config(settings, bootstrap, group))
+    try:
+        parts = [TopicPartition(t, p) for t in topics.values() for p in range(settings.topic_partitions)]
+        return sum(max(tp.offset, 0) for tp in consumer.committed(parts, timeout=10))
+    finally:
+        consumer.close()

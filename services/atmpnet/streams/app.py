@@ -41,7 +41,7 @@ from confluent_kafka.admin import AdminClient
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.errors import AtmpError
 from atmpnet.settings import Settings
-from atmpnet.streams.batch_loop import BatchLoop
+from atmpnet.streams.batch_loop import BatchLoop, write_failed
 from atmpnet.streams.dead_letter import DeadLetterPublisher, RawRecord
 from atmpnet.streams.ingest import AfterWriteHook, IngestCore, TopicRouter
 from atmpnet.transport import (
@@ -206,14 +206,7 @@ def build_app(
                     break
                 except Exception as exc:  # any failure: retry, never ack what was not written
                     attempt += 1
-                    backoff = min(config.retry_max_backoff_s, 0.5 * 2**attempt)
-                    log.error(
-                        "write of %d records failed (attempt %d), retrying in %.1fs: %s",
-                        len(records),
-                        attempt,
-                        backoff,
-                        exc,
-                    )
+                    backoff = write_failed(len(records), attempt, exc, config.retry_max_backoff_s)
                     if stream.should_stop or app.should_stop:
                         return  # leave the batch unacked: it is re-delivered after restart
                     await asyncio.sleep(backoff)

@@ -25,6 +25,20 @@ from atmpnet.streams.ingest import IngestCore
 log = logging.getLogger(__name__)
 
 
+def write_failed(records: int, attempt: int, exc: BaseException, max_backoff_s: float) -> float:
+    """Log the failed write of a batch; return the wait before the next attempt.
+
+    Both engines (this loop and the faust agent in ``app.py``) retry a failed write until it
+    succeeds or the processor stops, and commit nothing meanwhile; only how they wait differs
+    (a thread event here, asyncio there). The wait doubles from 1s up to ``max_backoff_s``.
+    """
+    backoff = min(max_backoff_s, 0.5 * 2.0**attempt)
+    log.error(
+        "write of %d records failed (attempt %d), retrying in %.1fs: %s", records, attempt, backoff, exc
+    )
+    return backoff
+
+
 class BatchLoop:
     """Consume, process, commit; one batch at a time, on the calling thread."""
 
@@ -74,14 +88,7 @@ class BatchLoop:
                 return True
             except Exception as exc:  # any failure: retry, never commit what was not written
                 attempt += 1
-                backoff = min(self.retry_max_backoff_s, 0.5 * 2**attempt)
-                log.error(
-                    "write of %d records failed (attempt %d), retrying in %.1fs: %s",
-                    len(records),
-                    attempt,
-                    backoff,
-                    exc,
-                )
+                backoff = write_failed(len(records), attempt, exc, self.retry_max_backoff_s)
                 if self.stop_requested.wait(backoff):
                     return False
 

@@ -3,10 +3,16 @@
 What is published is a pure function of the event store, like the views: each deviation's
 first triage and each change of its status (``atmp.deviation-triage.v1``), and each drift
 interval's opening and closing (``atmp.config-drift.v1``). Every derived event has a
-deterministic id (uuid5 of what it says: deviation and status; module, opening and change),
-so a replay, a rebuild or a crash between publishing and recording publishes the same ids
-again, never new ones; subscribers dedupe by ``envelope.event_id``. Ids already acknowledged by
-the broker are recorded in ``derived_published`` and not produced again.
+deterministic id (uuid5 of what it says: deviation, status, class, severity, priority and
+duplicate_of; module, opening and change), so a replay, a rebuild or a crash between publishing
+and recording publishes the same ids again, never new ones, while a change of what a triage
+says (a late RAISED makes a deviation a duplicate, or no longer one) is a new event;
+subscribers dedupe by ``envelope.event_id``. Ids already acknowledged by the broker are recorded
+in ``derived_published`` and not produced again.
+
+Publication is never in the way of ingest: a failure (broker down, topic missing) is logged,
+counted (``atmpnet.derived.publish_failures``) and retried later from the views, which imply
+the same events again; ``derived_published`` keeps what was sent from being sent twice.
 
 Each data-integrity finding of the views (``integrity_findings``) is raised as a ``Deviation``
 on the deviations topic (producer kind PROCESSOR, ``deviation_id`` = the finding id, alarm code
@@ -18,14 +24,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from uuid import UUID, uuid5
 
 from clickhouse_connect.driver.client import Client
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from atmpnet import telemetry
 from atmpnet.contract.codec import AvroCodec
@@ -34,6 +42,7 @@ from atmpnet.contract.events import (
     ConfigDrift,
     DetectionSource,
     Deviation,
+    DeviationClass,
     DeviationStatus,
     DeviationTransition,
     DeviationTriage,
@@ -42,6 +51,7 @@ from atmpnet.contract.events import (
     Envelope,
     Event,
     ProducerKind,
+    Severity,
 )
 from atmpnet.contract.events import Producer as EventProducer
 from atmpnet.errors import AtmpError
@@ -55,6 +65,10 @@ log = logging.getLogger(__name__)
 _published = telemetry.meter("atmpnet.streams.derived").create_counter(
     "atmpnet.derived.published", description="Derived events (triage, drift) acknowledged by the broker."
 )
+_publish_failures = telemetry.meter("atmpnet.streams.derived").create_counter(
+    "atmpnet.derived.publish_failures",
+    description="Failed publications of derived events (retried later from the views; ingest goes on).",
+)
 
 DERIVED_NAMESPACE = UUID("0b5a9d0e-3f57-4c61-9d0c-5be0a1f4e7c2")
 PUBLISHED_TABLE = "derived_published"
@@ -62,6 +76,7 @@ PRODUCER = EventProducer(kind=ProducerKind.PROCESSOR, id="atmpnet-views")
 INTEGRITY_PRODUCER = EventProducer(kind=ProducerKind(PLATFORM_PRODUCER_KIND), id="atmpnet-integrity")
 INTEGRITY_RAISED_BY = "processor/integrity"
 MAX_EVIDENCE_IN_DESCRIPTION = 12
+RECORDED_LOOKUP_CHUNK = 5000  # candidate ids per derived_published lookup
 _STATUS_SEQUENCE = {DeviationStatus.OPEN: 1, DeviationStatus.INVESTIGATING: 2, DeviationStatus.CLOSED: 3}
 
 
@@ -69,9 +84,22 @@ class DerivedPublishError(AtmpError):
     """The broker did not acknowledge a derived event."""
 
 
-def triage_event_id(deviation_id: str, status: DeviationStatus) -> UUID:
-    """The id of a deviation's triage in one status: the same on every replay."""
-    return uuid5(DERIVED_NAMESPACE, f"deviation-triage/{deviation_id}/{status}")
+def triage_event_id(
+    deviation_id: str,
+    status: DeviationStatus,
+    deviation_class: DeviationClass,
+    severity: Severity,
+    priority: int,
+    duplicate_of: str | None,
+) -> UUID:
+    """The id of a deviation's triage in one status with one content: the same on every replay.
+
+    Everything a subscriber acts on is in it, so a re-triage (a late RAISED makes the deviation
+    a duplicate of another, or no longer one, which changes its severity and priority) is a new
+    event, while recomputing an unchanged triage gives the same id.
+    """
+    key = f"{deviation_id}/{status}/{deviation_class}/{severity}/{priority}/{duplicate_of or ''}"
+    return uuid5(DERIVED_NAMESPACE, f"deviation-triage/{key}")
 
 
 def drift_event_id(module_id: str, opened_at: datetime, change: DriftChange) -> UUID:
@@ -88,8 +116,8 @@ def _envelope(
     event_id: UUID,
     at: datetime,
     sequence: int,
-    producer: EventProducer = PRODUCER,
-    schema_version: int = 1,
+    producer: EventProducer,
+    schema_version: int,
     **where: Any,
 ) -> Envelope:
     return Envelope(
@@ -160,9 +188,13 @@ def triage_events(changes: Sequence[triage.TriageChange]) -> list[DeviationTriag
         out.append(
             DeviationTriage(
                 envelope=_envelope(
-                    triage_event_id(c.deviation_id, c.status),
+                    triage_event_id(
+                        c.deviation_id, c.status, t.deviation_class, t.severity, t.priority, t.duplicate_of
+                    ),
                     c.changed_at,
                     _STATUS_SEQUENCE[c.status],
+                    PRODUCER,
+                    DeviationTriage.SCHEMA_VERSION,
                     site_id=t.site_id,
                     module_id=t.module_id,
                     lane=t.lane,
@@ -216,6 +248,8 @@ def drift_events(intervals: Sequence[drift.DriftInterval]) -> list[ConfigDrift]:
                         drift_event_id(i.module_id, i.opened_at, change),
                         at,
                         2 * k + n + 1,
+                        PRODUCER,
+                        ConfigDrift.SCHEMA_VERSION,
                         site_id=i.site_id,
                         module_id=i.module_id,
                     ),
@@ -243,6 +277,15 @@ def derived_events(views: ViewSet) -> list[Event]:
 
 
 @dataclass
+class _Attempt:
+    """One publication's delivery reports (served by poll/flush on the publishing thread)."""
+
+    acked: list[Event] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    open: bool = True
+
+
+@dataclass
 class DerivedPublisher:
     """Publishes the derived events not yet acknowledged, and records them once acknowledged."""
 
@@ -253,49 +296,126 @@ class DerivedPublisher:
 
     def __post_init__(self) -> None:
         self._producer = Producer(self.producer_config)
+        # ids of current candidates known to be in derived_published: a refresh asks the table
+        # only about candidates not seen before (a handful), never reads the whole table
+        self._recorded: set[UUID] = set()
+        # acknowledged after the attempt that produced them gave up: recorded at the next one
+        self._late: dict[UUID, Event] = {}
+        self.failures = 0  # failed publications since start
+        self.failing = 0  # failed publications since the last one that succeeded
 
     def topic(self, event_type: type[Event]) -> str:
         """Where events of this type go."""
         return (self.topics or {}).get(event_type, event_type.TOPIC)
 
     def publish(self, client: Client, views: ViewSet) -> int:
-        """Publish the views' derived events that were not published before; return how many."""
+        """Publish the views' derived events that were not published before; return how many.
+
+        Raises ``DerivedPublishError`` when the broker did not acknowledge them all; those it
+        did acknowledge are recorded all the same, so a retry sends only the rest.
+        """
         events = derived_events(views)
-        if not events:
-            return 0
-        done = {r[0] for r in client.query("SELECT event_id FROM derived_published FINAL").result_rows}
-        todo = [e for e in events if e.envelope.event_id not in done]
+        self._producer.poll(0)  # late delivery reports of an earlier attempt
+        self._record_late(client)
+        todo = self._unrecorded(client, events)
         if not todo:
             return 0
-        failures: list[str] = []
-
-        def delivered(err: KafkaError | None, _msg: Message) -> None:
-            if err is not None:
-                failures.append(str(err))
-
+        attempt = _Attempt()
+        refused: Exception | None = None
         for e in todo:
-            self._producer.produce(
-                self.topic(type(e)),
-                self.codec.encode(e),
-                key=e.partition_key().encode(),
-                on_delivery=delivered,
-            )
+            try:
+                self._producer.produce(
+                    self.topic(type(e)),
+                    self.codec.encode(e),
+                    key=e.partition_key().encode(),
+                    on_delivery=partial(self._delivered, attempt, e),
+                )
+            except (KafkaException, BufferError) as exc:  # queue full, topic refused: the rest later
+                refused = exc
+                break
             self._producer.poll(0)
         left = self._producer.flush(self.timeout_s)
-        if left or failures:
+        attempt.open = False
+        failed = len(attempt.failures)  # before the purge adds its own reports
+        if left:
+            # never sent: drop them, the retry produces them again (in flight: reported late)
+            self._producer.purge(in_queue=True, in_flight=False)
+            self._producer.poll(0)
+        self._record(client, attempt.acked)
+        if left or failed or refused is not None:
             raise DerivedPublishError(
-                f"{left} derived events unacknowledged, {len(failures)} failed: {failures[:3]}"
+                f"{len(todo) - len(attempt.acked)} of {len(todo)} derived events not acknowledged "
+                f"({left} unsent after {self.timeout_s:g}s, {failed} failed"
+                f"{f', produce refused: {refused}' if refused is not None else ''}): {attempt.failures[:3]}"
             )
+        log.debug("published %d derived events", len(todo))
+        return len(todo)
+
+    def try_publish(self, client: Client, views: ViewSet) -> bool:
+        """``publish``, but a failure is logged and counted, not raised: False means retry later.
+
+        The views imply the same events again, so a later attempt (from these or newer views)
+        sends what this one could not, and ``derived_published`` keeps the rest from repeating.
+        """
+        try:
+            self.publish(client, views)
+        except Exception as exc:  # any failure: publication is recomputable, ingest must go on
+            self.failures += 1
+            self.failing += 1
+            _publish_failures.add(1)
+            log.error(
+                "publishing derived events failed (%d in a row); ingest goes on, they are sent "
+                "from the views at the next attempt: %s",
+                self.failing,
+                exc,
+            )
+            return False
+        if self.failing:
+            log.warning("derived events published again after %d failed attempts", self.failing)
+            self.failing = 0
+        return True
+
+    def _delivered(self, attempt: _Attempt, event: Event, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            attempt.failures.append(str(err))
+        elif attempt.open:
+            attempt.acked.append(event)
+        else:
+            self._late[event.envelope.event_id] = event
+
+    def _record_late(self, client: Client) -> None:
+        if self._late:
+            late = list(self._late.values())
+            self._late.clear()
+            self._record(client, late)
+
+    def _unrecorded(self, client: Client, events: Sequence[Event]) -> list[Event]:
+        """The events whose ids are not in ``derived_published``, asking it only about new ids."""
+        candidates = {e.envelope.event_id for e in events}
+        self._recorded &= candidates  # ids no view implies any more need no memory
+        unknown = [i for i in candidates if i not in self._recorded]
+        for n in range(0, len(unknown), RECORDED_LOOKUP_CHUNK):
+            chunk = unknown[n : n + RECORDED_LOOKUP_CHUNK]
+            rows = client.query(
+                f"SELECT event_id FROM {PUBLISHED_TABLE} FINAL WHERE event_id IN %(ids)s",  # noqa: S608
+                parameters={"ids": chunk},
+                settings={"max_query_size": 64 * len(chunk) + 65536},  # ~40 bytes of SQL per id
+            ).result_rows
+            self._recorded.update(r[0] for r in rows)
+        return [e for e in events if e.envelope.event_id not in self._recorded]
+
+    def _record(self, client: Client, events: Sequence[Event]) -> None:
+        if not events:
+            return
         now = datetime.now(UTC)
         client.insert(
             PUBLISHED_TABLE,
-            [[e.envelope.event_id, self.topic(type(e)), e.envelope.occurred_at, now] for e in todo],
+            [[e.envelope.event_id, self.topic(type(e)), e.envelope.occurred_at, now] for e in events],
             column_names=["event_id", "topic", "occurred_at", "published_at"],
         )
-        for e in todo:
+        for e in events:
+            self._recorded.add(e.envelope.event_id)
             _published.add(1, {"topic": self.topic(type(e))})
-        log.debug("published %d derived events", len(todo))
-        return len(todo)
 
 
 def projector_for(
@@ -321,21 +441,57 @@ def projector_for(
 
 
 class ViewProjector:
-    """The ingest's post-write hook: refresh the views, then publish the derived streams."""
+    """The ingest's post-write hook: refresh the views, then publish the derived streams.
 
-    def __init__(self, publisher: DerivedPublisher | None = None) -> None:
+    A failed refresh fails the batch (it is written and refreshed again). A failed publication
+    does not: it is logged and counted, and the derived events of the newest views are sent at
+    a later write, ``retry_s`` after the failure (doubling up to ``max_retry_s``, so a broker
+    that is down costs the write path at most one publish timeout per retry), or by
+    ``publish_pending``. The background projector retries on its own, without waiting for writes.
+    """
+
+    def __init__(
+        self, publisher: DerivedPublisher | None = None, *, retry_s: float = 2.0, max_retry_s: float = 60.0
+    ) -> None:
         self.publisher = publisher
+        self.retry_s = retry_s
+        self.max_retry_s = max_retry_s
         self.last: RefreshResult | None = None
+        self._unpublished: ViewSet | None = None  # views whose derived events are not all sent
+        self._retry_at = 0.0
+        self._backoff = retry_s
+
+    @property
+    def pending(self) -> bool:
+        """Derived events of the newest views wait for a publication that failed to be retried."""
+        return self._unpublished is not None and self.publisher is not None
 
     def __call__(self, client: Client, written: WrittenBatch) -> None:
         """Refresh after a write that stored events (a batch of only dead letters changes nothing)."""
         touched = [t for t, stored in written.stored.items() if stored]
         result = refresh_views(client, touched)
-        if result is None:
-            return
-        self.last = result
-        if self.publisher is not None:
-            self.publisher.publish(client, result.views)
+        if result is not None:
+            self.last = result
+            self._unpublished = result.views
+        self.publish_pending(client)
+
+    def publish_pending(self, client: Client, *, now: bool = False) -> bool:
+        """Publish the newest views' derived events once the retry is due (``now``: at once).
+
+        True when nothing is left to publish; never raises for a publication failure.
+        """
+        if self._unpublished is None or self.publisher is None:
+            return True
+        if not now and time.monotonic() < self._retry_at:
+            return False
+        if self.publisher.try_publish(client, self._unpublished):
+            self._unpublished = None
+            self._backoff = self.retry_s
+            self._retry_at = 0.0
+            return True
+        self._retry_at = time.monotonic() + self._backoff
+        self._backoff = min(self.max_retry_s, 2 * self._backoff)
+        return False
 
 
 class BackgroundProjector:
@@ -347,6 +503,8 @@ class BackgroundProjector:
     one session). The mark is set after the write it follows, so once input stops the last
     refresh sees every stored event: at rest live == rebuild still holds. A failed refresh is
     logged and retried; the event store, not the hook, is the record, so no batch is held back.
+    A failed publication keeps the refreshed views and is retried from them every ``retry_s``
+    (from newer views once a write marks them stale); idle means refreshed and published.
     """
 
     def __init__(
@@ -362,13 +520,19 @@ class BackgroundProjector:
         self.min_interval_s = min_interval_s
         self.retry_s = retry_s
         self.last: RefreshResult | None = None
-        self.failures = 0
+        self.failures = 0  # failed refreshes
+        self._unpublished: ViewSet | None = None  # views whose derived events are not all sent
         self._lock = threading.Lock()  # makes "stale" and "idle" change together
         self._stale = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="atmpnet-views", daemon=True)
+
+    @property
+    def pending(self) -> bool:
+        """Derived events of the newest views wait for a publication that failed to be retried."""
+        return self._unpublished is not None and self.publisher is not None
 
     def __call__(self, _client: Client, written: WrittenBatch) -> None:
         """Mark the views stale after a write that stored events."""
@@ -385,7 +549,7 @@ class BackgroundProjector:
         return self
 
     def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no refresh is due or running; False on timeout."""
+        """Wait until no refresh or publication is due or running; False on timeout."""
         return self._idle.wait(timeout_s)
 
     def stop(self, timeout_s: float = 30.0) -> None:
@@ -394,25 +558,41 @@ class BackgroundProjector:
         self._stale.set()
         self._thread.join(timeout_s)
 
+    def _publish(self) -> bool:
+        """Publish the derived events of the views not yet published; True when none are left."""
+        publisher, views = self.publisher, self._unpublished
+        if publisher is None or views is None or publisher.try_publish(self.client, views):
+            self._unpublished = None
+            return True
+        return False
+
     def _run(self) -> None:
         while not self._stopping.is_set():
-            if not self._stale.wait(0.5):
+            if self._unpublished is not None and not self._stale.is_set():
+                # publication failed and no write came since: retry from the same views
+                if not self._publish():
+                    self._stopping.wait(self.retry_s)
+                    continue
+            elif not self._stale.wait(0.5):
                 continue
             if self._stopping.is_set():
                 break
-            self._stale.clear()
-            try:
-                result = refresh_views(self.client)
-                assert result is not None
-                if self.publisher is not None:
-                    self.publisher.publish(self.client, result.views)
-                self.last = result
-            except Exception:  # the next mark (or the retry) refreshes from the store again
-                self.failures += 1
-                log.exception("view refresh failed; retrying in %.1fs", self.retry_s)
-                self._stale.set()
-                self._stopping.wait(self.retry_s)
-                continue
+            if self._stale.is_set():
+                self._stale.clear()
+                try:
+                    result = refresh_views(self.client)
+                    assert result is not None
+                    self.last = result
+                except Exception:  # the next mark (or the retry) refreshes from the store again
+                    self.failures += 1
+                    log.exception("view refresh failed; retrying in %.1fs", self.retry_s)
+                    self._stale.set()
+                    self._stopping.wait(self.retry_s)
+                    continue
+                self._unpublished = result.views
+                if not self._publish():  # the refresh stands; the loop retries the publication
+                    self._stopping.wait(self.retry_s)
+                    continue
             with self._lock:
                 if not self._stale.is_set():
                     self._idle.set()
