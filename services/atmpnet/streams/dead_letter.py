@@ -29,6 +29,8 @@ class DeadLetterReason(StrEnum):
     INVALID = "INVALID"  # decodes but fails the event model's validation
     KEY_MISMATCH = "KEY_MISMATCH"  # the record key is not the event's partition key
     SITE_MISMATCH = "SITE_MISMATCH"  # the topic's site prefix is not the event's site_id
+    # an event id already stored (or earlier in the batch) with other content: the first copy stays
+    EVENT_ID_CONFLICT = "EVENT_ID_CONFLICT"
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,13 @@ tested with plain records and a real ClickHouse. One call of ``IngestCore.proces
 validates, checks the site rule, dedupes by event id, sends bad records to the dead-letter
 topic and table, writes the events to the event store and runs the post-write hooks; the
 caller commits the batch's offsets only after it returned. A failure anywhere raises and
-nothing of the batch may be committed: a retry or a re-delivery writes it again, and the
-store collapses the copies.
+nothing of the batch may be committed: a retry or a re-delivery processes it again.
+
+Stored events are never altered: an event id is inserted once. A later copy with the same
+content (an outbox resend, a replay after a crash, a MirrorMaker copy) is a duplicate and is
+dropped; a copy with other content is an EVENT_ID_CONFLICT dead letter and the first copy
+stays. Both within a batch (``decode``) and against the store (``write``, before anything of
+the batch is written).
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ from opentelemetry import trace
 from opentelemetry.trace import Link
 
 from atmpnet import telemetry
-from atmpnet.contract.codec import HEADER, AvroCodec
+from atmpnet.contract.catalog import fingerprint
+from atmpnet.contract.codec import HEADER, MAGIC_BYTE, AvroCodec
 from atmpnet.contract.events import EVENT_TYPE_BY_RECORD, EVENT_TYPES, Event, parse_event
 from atmpnet.errors import EventValidationError, PayloadError, UnknownSchemaId
 from atmpnet.streams.dead_letter import DeadLetter, DeadLetterReason, RawRecord
 from atmpnet.streams.record_rules import FAST_RULES
 from atmpnet.warehouse.dead_letters import DeadLetterRow, insert_dead_letters
-from atmpnet.warehouse.event_store import StoredEvent, insert_events
+from atmpnet.warehouse.event_store import StoredCopy, StoredEvent, insert_events, stored_copies
 
 log = logging.getLogger(__name__)
 _tracer = telemetry.tracer("atmpnet.streams.ingest")
@@ -45,7 +51,9 @@ _dead_lettered = _meter.create_counter(
     "atmpnet.ingest.dead_letters", unit="{record}", description="Records sent to the dead-letter topic."
 )
 _duplicates = _meter.create_counter(
-    "atmpnet.ingest.duplicates", unit="{event}", description="Copies of an event id dropped within a batch."
+    "atmpnet.ingest.duplicates",
+    unit="{event}",
+    description="Identical copies of an event id dropped (within a batch or already stored).",
 )
 _write_batch_size = _meter.create_histogram(
     "atmpnet.ingest.write_batch_size", unit="{event}", description="Events per event-store write."
@@ -107,6 +115,8 @@ class DecodedBatch:
     events: dict[type[Event], list[StoredEvent]] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     duplicates: int = 0
+    # the records decoded (a store conflict found by ``write`` is dead-lettered with its own)
+    records: Sequence[RawRecord] = ()
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.events.values())
@@ -117,12 +127,15 @@ class WrittenBatch:
     """Events (per family) and dead letters of one batch, after the write succeeded.
 
     Re-delivery after a crash hands the same events to the hooks again: hooks must be
-    idempotent (views are, being projections keyed by event id).
+    idempotent (views are, being projections keyed by event id). ``stored`` holds the batch's
+    events also when an identical copy was already stored and this one was not inserted (so a
+    batch whose hooks failed reaches them again on the retry); never a conflicting copy.
     """
 
     stored: dict[type[Event], list[StoredEvent]]
     dead_letters: list[DeadLetter]
     ingested_at: datetime
+    duplicates: int = 0  # identical copies dropped: within the batch, or already in the store
 
     @property
     def events(self) -> dict[type[Event], list[Event]]:
@@ -135,6 +148,16 @@ class WrittenBatch:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self.stored.values())
+
+
+@dataclass
+class StorePlan:
+    """What ``write`` does with a decoded batch after comparing it with the store."""
+
+    insert: dict[type[Event], list[StoredEvent]] = field(default_factory=dict)  # new event ids
+    written: dict[type[Event], list[StoredEvent]] = field(default_factory=dict)  # for the hooks
+    dead_letters: list[DeadLetter] = field(default_factory=list)  # the batch's and the conflicts
+    duplicates: int = 0  # identical copies already stored
 
 
 AfterWriteHook = Callable[[Client, WrittenBatch], None]
@@ -208,10 +231,16 @@ class IngestCore:
         event_id, site_id = _envelope_hint(avro)
         out.dead_letters.append(DeadLetter(record, code, reason, schema_id, event_id, site_id))
 
-    def decode(self, records: Iterable[RawRecord]) -> DecodedBatch:  # noqa: PLR0915 - the hot loop, inlined
-        """Turn records into stored events (first copy of each event id) and dead letters."""
-        out = DecodedBatch()
-        seen: set[UUID] = set()
+    def decode(self, records: Iterable[RawRecord]) -> DecodedBatch:  # noqa: PLR0912, PLR0915 - the hot loop, inlined
+        """Turn records into stored events (first copy of each event id) and dead letters.
+
+        A later copy of an event id is a duplicate when it has the same content as the first,
+        else an EVENT_ID_CONFLICT dead letter (``same_content``).
+        """
+        records = records if isinstance(records, Sequence) else list(records)
+        out = DecodedBatch(records=records)
+        seen: dict[UUID, StoredEvent] = {}
+        same_content = self.same_content
         route_of = self.router.route
         decode_record = self.codec.decode_record
         fast = self.fast_rules
@@ -267,10 +296,15 @@ class IngestCore:
                 reason = f"event of site {site_id!r} on {record.topic}, mirrored from site {site_prefix!r}"
                 self._reject(out, record, DeadLetterReason.SITE_MISMATCH, reason, schema_id, avro)
                 continue
-            if event_id in seen:
-                out.duplicates += 1
+            first = seen.get(event_id)
+            if first is not None:
+                if same_content(first.raw, value):
+                    out.duplicates += 1
+                else:
+                    where = f"earlier in this batch from {_source(first)}"
+                    reason = _conflict_reason(event_id, event_type, first.event_type, where)
+                    self._reject(out, record, DeadLetterReason.EVENT_ID_CONFLICT, reason, schema_id, avro)
                 continue
-            seen.add(event_id)
             stored = StoredEvent(
                 event,
                 schema_id or 0,
@@ -282,15 +316,156 @@ class IngestCore:
                 record=avro if event is None else None,
                 event_type=event_type,
             )
+            seen[event_id] = stored
             out.events.setdefault(event_type, []).append(stored)
         return out
+
+    def same_content(self, first: bytes, other: bytes) -> bool:
+        """Whether two records of one event id carry the same event (then ``other`` is a duplicate).
+
+        The record bytes decide, header included: the outbox resends the bytes it stored, a
+        replay re-reads them and MirrorMaker copies them, so every honest re-delivery is
+        byte-identical. The chain hash (contract/chain.py) leaves the 5-byte header out; it is
+        not used alone because the header's schema id says how the body is read: the same body
+        under another writer schema can be another event, and calling it a duplicate would drop
+        it silently. So a copy whose only difference is the schema id (a registry that
+        renumbered, a replicator translating ids) is a duplicate only when both ids name the
+        same writer schema (same fingerprint); anything else is a conflict, which is loud
+        (a dead letter to review), never silent.
+        """
+        if first == other:
+            return True
+        size = HEADER.size
+        if len(first) != len(other) or len(first) < size or first[size:] != other[size:]:
+            return False
+        try:
+            (magic_a, id_a), (magic_b, id_b) = HEADER.unpack_from(first), HEADER.unpack_from(other)
+            if magic_a != MAGIC_BYTE or magic_b != MAGIC_BYTE:
+                return False
+            source = self.codec.source
+            return fingerprint(source.writer_schema(id_a)) == fingerprint(source.writer_schema(id_b))
+        except Exception:  # an unknown id cannot prove sameness: a conflict, for review
+            return False
+
+    def against_store(self, batch: DecodedBatch, records: Sequence[RawRecord] = ()) -> StorePlan:
+        """Compare the batch's events with the copies already stored under their event ids.
+
+        One query per family present (``stored_copies``: the ids, within the batch's sites).
+        Not stored: insert. Stored with the same content: a duplicate, not inserted again (the
+        engine would keep the copy inserted last, changing where the row says it came from),
+        but still handed to the hooks. Stored with other content: an EVENT_ID_CONFLICT dead
+        letter naming the stored copy. The batch's own conflicts (from ``decode``) are judged
+        against the stored copy too when there is one: the stored copy is the first.
+        """
+        plan = StorePlan()
+        stored_by_family: dict[type[Event], dict[UUID, StoredCopy]] = {}
+        conflicting: list[tuple[StoredEvent, StoredCopy]] = []
+        for event_type, events in batch.events.items():
+            if not events:
+                continue
+            stored = stored_copies(
+                self.client, event_type, [s.event_id for s in events], {s.site_id for s in events}
+            )
+            if not stored:
+                plan.insert[event_type] = events
+                plan.written[event_type] = events
+                continue
+            stored_by_family[event_type] = stored
+            fresh: list[StoredEvent] = []
+            kept: list[StoredEvent] = []
+            for event in events:
+                copy = stored.get(event.event_id)
+                if copy is None:
+                    fresh.append(event)
+                    kept.append(event)
+                elif self.same_content(copy.raw, event.raw):
+                    plan.duplicates += 1
+                    kept.append(event)
+                else:
+                    conflicting.append((event, copy))
+            plan.insert[event_type] = fresh
+            plan.written[event_type] = kept
+        self._judge_batch_conflicts(batch.dead_letters, stored_by_family, plan)
+        if conflicting:
+            self._store_conflicts(conflicting, records or batch.records, plan)
+        return plan
+
+    def _judge_batch_conflicts(
+        self,
+        letters: Sequence[DeadLetter],
+        stored_by_family: dict[type[Event], dict[UUID, StoredCopy]],
+        plan: StorePlan,
+    ) -> None:
+        """The batch's dead letters into the plan; its conflicts judged against a stored copy."""
+        for letter in letters:
+            route = self.router.route(letter.record.topic)
+            copy = (
+                stored_by_family.get(route[0], {}).get(letter.event_id)
+                if route and letter.event_id and letter.reason_code is DeadLetterReason.EVENT_ID_CONFLICT
+                else None
+            )
+            if copy is None or route is None:  # not a conflict, or one with the batch's first copy only
+                plan.dead_letters.append(letter)
+            elif self.same_content(copy.raw, letter.record.value or b""):
+                plan.duplicates += 1  # other than the batch's first copy, but what the store holds
+            else:
+                reason = _conflict_reason(copy.event_id, route[0], route[0], f"stored from {copy.source}")
+                plan.dead_letters.append(
+                    DeadLetter(
+                        letter.record,
+                        letter.reason_code,
+                        reason,
+                        letter.schema_id,
+                        letter.event_id,
+                        letter.site_id,
+                    )
+                )
+
+    @staticmethod
+    def _store_conflicts(
+        conflicting: list[tuple[StoredEvent, StoredCopy]], records: Sequence[RawRecord], plan: StorePlan
+    ) -> None:
+        """A dead letter, with its original record, for each event that conflicts with the store."""
+        by_position = {(r.topic, r.partition, r.offset): r for r in records}
+        for event, copy in conflicting:
+            record = by_position.get((event.topic, event.partition, event.offset))
+            if record is None:  # write() called without its records: rebuild what is known
+                headers = [("traceparent", event.traceparent.encode())] if event.traceparent else []
+                record = RawRecord(event.topic, event.partition, event.offset, None, event.raw, headers)
+            reason = _conflict_reason(
+                event.event_id, event.event_type, event.event_type, f"stored from {copy.source}"
+            )
+            plan.dead_letters.append(
+                DeadLetter(
+                    record,
+                    DeadLetterReason.EVENT_ID_CONFLICT,
+                    reason,
+                    event.schema_id,
+                    event.event_id,
+                    event.site_id or None,
+                )
+            )
 
     # -- write ------------------------------------------------------------------------------
 
     def write(self, batch: DecodedBatch, records: Sequence[RawRecord] = ()) -> WrittenBatch:
-        """Dead letters to topic and table, events to the store, then the hooks; raise on any failure."""
+        """Check against the store, then dead letters, new events, hooks; raise on any failure.
+
+        Dead letters go to the topic and the table, events not stored yet to the store, then
+        every hook runs (``against_store`` says which events are new and which conflict).
+        """
         started = time.perf_counter()
         ingested_at = datetime.now(UTC)
+        plan = self.against_store(batch, records)
+        for letter in plan.dead_letters:
+            log.warning(
+                "dead letter %s %s[%d]@%d: %s",
+                letter.reason_code.value,
+                letter.record.topic,
+                letter.record.partition,
+                letter.record.offset,
+                letter.reason,
+            )
         links = [
             Link(ctx)
             for ctx in (
@@ -303,18 +478,19 @@ class IngestCore:
         with _tracer.start_as_current_span(
             "atmpnet.ingest.write",
             links=links,
-            attributes={"atmpnet.events": len(batch), "atmpnet.dead_letters": len(batch.dead_letters)},
+            attributes={"atmpnet.events": len(batch), "atmpnet.dead_letters": len(plan.dead_letters)},
         ) as span:
-            if batch.dead_letters:
+            if plan.dead_letters:
                 if self.dead_letter_sink is not None:
-                    self.dead_letter_sink.publish(batch.dead_letters)
+                    self.dead_letter_sink.publish(plan.dead_letters)
                 insert_dead_letters(
-                    self.client, [_dead_letter_row(d, ingested_at) for d in batch.dead_letters]
+                    self.client, [_dead_letter_row(d, ingested_at) for d in plan.dead_letters]
                 )
             with _cyclic_gc_paused():
-                insert_events(self.client, batch.events, ingested_at)
+                insert_events(self.client, plan.insert, ingested_at)
             stored_at = time.perf_counter()
-            written = WrittenBatch(batch.events, batch.dead_letters, ingested_at)
+            duplicates = batch.duplicates + plan.duplicates
+            written = WrittenBatch(plan.written, plan.dead_letters, ingested_at, duplicates)
             for hook in self._hooks:
                 hook(self.client, written)
             if span.is_recording():
@@ -322,13 +498,13 @@ class IngestCore:
         elapsed = time.perf_counter() - started
         self.timings.store_s += stored_at - started
         self.timings.hooks_s += elapsed - (stored_at - started)
-        for event_type, stored in batch.events.items():
+        for event_type, stored in plan.insert.items():
             _events_processed.add(len(stored), {"family": event_type.__name__})
-        for letter in batch.dead_letters:
+        for letter in plan.dead_letters:
             _dead_lettered.add(1, {"reason": letter.reason_code.value})
-        if batch.duplicates:
-            _duplicates.add(batch.duplicates)
-        _write_batch_size.record(len(batch))
+        if duplicates:
+            _duplicates.add(duplicates)
+        _write_batch_size.record(sum(len(v) for v in plan.insert.values()))
         _write_latency.record(elapsed)
         return written
 
@@ -340,16 +516,6 @@ class IngestCore:
         self.timings.decode_s += time.perf_counter() - started
         self.timings.batches += 1
         self.timings.records += len(records)
-        if batch.dead_letters:
-            for letter in batch.dead_letters:
-                log.warning(
-                    "dead letter %s %s[%d]@%d: %s",
-                    letter.reason_code.value,
-                    letter.record.topic,
-                    letter.record.partition,
-                    letter.record.offset,
-                    letter.reason,
-                )
         return self.write(batch, records)
 
 
@@ -399,6 +565,19 @@ def _event_spans(written: WrittenBatch, batch_span: trace.Span, started: float) 
         )
         span.end()
         made += 1
+
+
+def _source(event: StoredEvent) -> str:
+    return f"{event.topic}[{event.partition}]@{event.offset}"
+
+
+def _conflict_reason(event_id: UUID, family: type[Event], first_family: type[Event], where: str) -> str:
+    """The EVENT_ID_CONFLICT text: which event id, which family, where the kept copy came from."""
+    kept = "" if first_family is family else f" (as a {first_family.__name__})"
+    return (
+        f"event id {event_id} ({family.__name__}) conflicts with the copy {where}{kept}: "
+        "same event id, different content; the first copy is kept and this one is not stored"
+    )
 
 
 def _dead_letter_row(letter: DeadLetter, received_at: datetime) -> DeadLetterRow:
