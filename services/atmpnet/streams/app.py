@@ -51,7 +51,9 @@ from atmpnet.transport import (
     ensure_topics,
     producer_config,
 )
+from atmpnet.warehouse.event_store import TABLES
 from atmpnet.warehouse.migrations import apply_migrations
+from atmpnet.warehouse.views import record_input_partitions
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +109,17 @@ def input_topics(settings: Settings, bootstrap_servers: str, router: TopicRouter
     its source), so the faust engine resolves the pattern against the broker's topic list, at
     start and every ``topic_refresh_s`` (``Processor._topics_changed``).
     """
+    return sorted(input_partitions(settings, bootstrap_servers, router))
+
+
+def input_partitions(settings: Settings, bootstrap_servers: str, router: TopicRouter) -> dict[str, int]:
+    """Each input topic on the broker (as ``input_topics``) with its number of partitions."""
     admin = AdminClient(client_config(settings, bootstrap_servers))
     try:
-        names = admin.list_topics(timeout=10).topics
+        found = admin.list_topics(timeout=10).topics
     except KafkaException as exc:
         raise ProcessorError(f"cannot list topics on {bootstrap_servers}: {exc}") from exc
-    return sorted(name for name in names if router.route(name) is not None)
+    return {name: len(meta.partitions) for name, meta in found.items() if router.route(name) is not None}
 
 
 def faust_broker_settings(settings: Settings, bootstrap_servers: str) -> dict[str, Any]:
@@ -462,7 +469,11 @@ def create_processor(
     ensure_topics(settings, bootstrap_servers, [dead_letter_topic])
     sink = DeadLetterPublisher(producer_config(settings, bootstrap_servers), dead_letter_topic)
     core = IngestCore(client, codec, router=router, dead_letter_sink=sink)
-    topics = input_topics(settings, bootstrap_servers, core.router)
+    partitions = input_partitions(settings, bootstrap_servers, core.router)
+    # the integrity views need to know partitions that have delivered nothing yet
+    families = {t: TABLES[route[0]] for t in partitions if (route := core.router.route(t)) is not None}
+    record_input_partitions(client, {t: (families[t], n) for t, n in partitions.items()})
+    topics = sorted(partitions)
     config = config or ProcessorConfig(bootstrap_servers, settings.data_dir)
     consumer_conf = consumer_config(settings, bootstrap_servers, config.group_id)
     return Processor(

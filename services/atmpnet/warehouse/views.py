@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -482,10 +483,11 @@ def stream_watermarks(client: Client) -> dict[str, datetime]:
     deviation topics, of the newest event time first delivered there: each partition is read in order, so
     an event of those families older than it has arrived or is late. Nothing settles until every
     partition of each dense topic has delivered something (a partition without events has no
-    watermark); a module stream with batch steps but no sensor summary yet is held back.
+    watermark), unless it stayed empty while the others delivered for ``IDLE_PARTITION_GRACE``
+    of ingest time; a module stream with batch steps but no sensor summary yet is held back.
     """
     dense = " UNION ALL ".join(
-        f"SELECT DISTINCT topic AS t, `partition` AS p FROM {t}"  # noqa: S608 (constant names)
+        f"SELECT DISTINCT '{t}' AS f, topic AS t, `partition` AS p FROM {t}"  # noqa: S608 (constant names)
         for t in DENSE_TABLES
     )
     low = _query(
@@ -497,15 +499,7 @@ def stream_watermarks(client: Client) -> dict[str, datetime]:
     out: dict[str, datetime] = {}
     if low and int(low[0][1]):
         out["*"] = _utc(low[0][0]) or _NEVER
-    # a partition that has delivered nothing yet has no watermark at all: until every partition
-    # of each dense topic has delivered (topics have one partition count, the highest seen), the
-    # events it holds may be anywhere in time, so nothing settles
-    counts = _query(
-        client,
-        "SELECT t, uniqExact(p), (SELECT max(`partition`) + 1 FROM event_arrivals) FROM"  # noqa: S608
-        f" ({dense}) GROUP BY t",
-    )
-    if any(int(seen) < int(total) for _, seen, total in counts):
+    if not _every_dense_partition_delivered(client, dense):
         out["*"] = _NEVER
     unsensed = _query(
         client,
@@ -515,6 +509,51 @@ def stream_watermarks(client: Client) -> dict[str, datetime]:
     for (stream,) in unsensed:
         out[str(stream)] = _NEVER
     return out
+
+
+# an input partition that has delivered nothing while the others delivered for this long (ingest
+# time) is taken as empty rather than lagging: consumers fetch every assigned partition at once
+IDLE_PARTITION_GRACE = timedelta(minutes=2)
+
+
+def _every_dense_partition_delivered(client: Client, dense: str) -> bool:
+    """True when each dense family has delivered, on every partition of each of its topics.
+
+    Partition counts come from ``input_partitions`` (recorded by the processors from the broker);
+    topics not recorded there (a store fed another way) count up to the highest partition seen.
+    Partitions or whole families that delivered nothing count as idle after the grace.
+    """
+    seen: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for family, topic, partition in _query(client, dense):
+        seen[(str(family), str(topic))].add(int(partition))
+    recorded = {
+        str(t): (str(f), int(n))
+        for t, f, n in _query(
+            client,
+            "SELECT topic, argMax(family, recorded_at), argMax(partitions, recorded_at)"
+            " FROM input_partitions GROUP BY topic",
+        )
+    }
+    span = _query(client, "SELECT min(ingested_at), max(ingested_at), count() FROM event_arrivals")
+    idle_ok = bool(span and int(span[0][2]) and span[0][1] - span[0][0] >= IDLE_PARTITION_GRACE)
+    highest = max((p for parts in seen.values() for p in parts), default=-1) + 1
+    topics: dict[tuple[str, str], int] = dict.fromkeys(seen, highest)
+    for topic, (family, n) in recorded.items():
+        if family in DENSE_TABLES:
+            topics[(family, topic)] = n
+    for family in DENSE_TABLES:
+        if not any(f == family for f, _ in topics) and not idle_ok:
+            return False  # a whole family has delivered nothing (its topic may lag the others)
+    return all(len(seen.get(key, ())) >= n or idle_ok for key, n in topics.items())
+
+
+def record_input_partitions(client: Client, partitions: dict[str, tuple[str, int]]) -> None:
+    """Record each input topic's event-store table (family) and partition count (from the broker)."""
+    if not partitions:
+        return
+    now = datetime.now(UTC)
+    rows = [(topic, family, n, now) for topic, (family, n) in sorted(partitions.items())]
+    client.insert("input_partitions", rows, column_names=["topic", "family", "partitions", "recorded_at"])
 
 
 def stream_summaries(client: Client, late: Iterable[str]) -> dict[str, tuple[str | None, int, bool]]:
@@ -845,12 +884,16 @@ def integrity_findings(facts: StoreFacts) -> list[integrity.Finding]:
 def site_completeness(facts: StoreFacts, as_of: datetime | None = None) -> list[integrity.SiteCompleteness]:
     """Completeness per site: the suspect streams by the rule, the clean ones from their SQL counts.
 
-    A suspect stream counts only up to its settled horizon (``settled_facts``): while a topic
-    lags another, the newest sequences of a module are partly in flight, and counting them
-    would show a catching-up consumer as lost data.
+    Missing sequences above a stream's settled horizon are not expected yet (``in_flight_missing``):
+    while a topic lags another, counting them would show a catching-up consumer as lost data.
     """
-    suspect = settled_facts(facts.integrity, facts.stream_watermarks or {}, as_of or facts.as_of)
-    per = dict(integrity.completeness(suspect, INTEGRITY_BOUNDS))
+    per = dict(integrity.completeness(facts.integrity, INTEGRITY_BOUNDS))
+    in_flight = in_flight_missing(facts.integrity, facts.stream_watermarks or {}, as_of or facts.as_of)
+    for site, n in in_flight.items():
+        c = per[site]
+        per[site] = integrity.SiteCompleteness(
+            site, c.streams, c.expected - n, c.received, c.on_time, c.skewed
+        )
     for site, expected in (facts.clean_streams or {}).values():
         c = per.get(site) or integrity.SiteCompleteness(site, 0, 0, 0, 0, 0)
         per[site] = integrity.SiteCompleteness(
@@ -859,23 +902,34 @@ def site_completeness(facts: StoreFacts, as_of: datetime | None = None) -> list[
     return [per[k] for k in sorted(per, key=lambda k: k or "")]
 
 
-def settled_facts(
+def in_flight_missing(
     facts: Sequence[integrity.EventFact], watermarks: dict[str, datetime], as_of: datetime | None
-) -> list[integrity.EventFact]:
-    """Each stream's facts up to the highest sequence that occurred before its settled horizon.
+) -> dict[str | None, int]:
+    """Per site: missing sequences above each stream's newest settled event (still in flight).
 
-    The horizon is the stream's watermark less the lateness bound (``is_settled`` uses the same):
-    a sequence above the newest settled event may still be in flight, so it is neither expected
-    nor received yet. A stream with nothing settled is left out.
+    The horizon is the one ``is_settled`` uses: an event is settled once its stream's watermark
+    has passed it by the lateness bound. A gap below a settled event is missing for good; one
+    above it may still arrive, so it is neither expected nor missing yet.
     """
+    out: dict[str | None, int] = defaultdict(int)
     if as_of is None:
-        return list(facts)
+        return out
+    sequences: dict[str, set[int]] = defaultdict(set)
+    site_of: dict[str, str | None] = {}
     top: dict[str, int] = {}
     for f in facts:
+        sequences[f.stream].add(f.sequence)
+        site_of[f.stream] = f.site_id
         watermark = watermarks.get(f.stream, watermarks.get("*", as_of))
-        if f.occurred_at + LATENESS_BOUND <= watermark and f.sequence > top.get(f.stream, -1):
+        if f.occurred_at + LATENESS_BOUND <= watermark and f.sequence > top.get(f.stream, 0):
             top[f.stream] = f.sequence
-    return [f for f in facts if f.sequence <= top.get(f.stream, -1)]
+    for stream, seqs in sequences.items():
+        settled_top = top.get(stream, 0)
+        above = sum(1 for s in seqs if s > settled_top)
+        missing = max(seqs) - settled_top - above
+        if missing:
+            out[site_of[stream]] += missing
+    return out
 
 
 def _finding_row(f: integrity.Finding) -> tuple[Any, ...]:
