@@ -221,7 +221,7 @@ def main() -> None:
         site = "site-03"
         changes = wh.deviation_changes(None, None, limit=2, newest=True)
         tip = (int(changes[-1]["_cursor"]), str(changes[-1]["deviation_id"])) if changes else None
-        # a client one deviation behind: only that deviation's module is re-triaged
+        # a client one deviation behind: the poll reads the one changed row from the triage view
         one_module = (int(changes[0]["_cursor"]), str(changes[0]["deviation_id"])) if changes else None
         queries: list[tuple[str, Callable[[], Any]]] = [
             (
@@ -249,7 +249,7 @@ def main() -> None:
             ),
             ("deviation detail with batch context", lambda: wh.deviation(some)),
             ("live stream poll (nothing new)", lambda: wh.deviation_changes(tip, None)),
-            ("live stream poll (one module changed)", lambda: wh.deviation_changes(one_module, None)),
+            ("live stream poll (one deviation behind)", lambda: wh.deviation_changes(one_module, None)),
             ("capacity (network)", lambda: wh.capacity(None)),
             ("capacity (one site)", lambda: wh.capacity(site)),
             ("drift (network)", lambda: wh.drift(None)),

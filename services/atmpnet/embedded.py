@@ -84,7 +84,9 @@ def wait_for_broker(
             raise EmbeddedStackError(f"broker process exited with code {process.returncode}")
 
     deadline = time.monotonic() + timeout_s
-    admin = AdminClient(config | {"socket.connection.setup.timeout.ms": 1000})
+    # refused connections are expected while the broker starts: log only worse than errors
+    # (librdkafka levels: 3 is an error), the timeout below reports the last failure
+    admin = AdminClient(config | {"socket.connection.setup.timeout.ms": 1000, "log_level": 2})
     last: Exception | None = None
     while time.monotonic() < deadline:
         ensure_alive()
