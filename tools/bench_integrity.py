@@ -76,7 +76,7 @@ def main() -> None:
     views.site_completeness(facts)
     rules_s = time.perf_counter() - t
     original = views.load_integrity_input
-    views.load_integrity_input = lambda _client: ((), (), {})  # type: ignore[assignment]
+    views.load_integrity_input = lambda _client: ((), (), {}, {})  # type: ignore[assignment]
     try:
         base = timed(args.repeat)
     finally:

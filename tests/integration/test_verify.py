@@ -9,8 +9,10 @@ from atmpnet.contract.events import BatchStep, Event
 from atmpnet.settings import Settings
 from atmpnet.site.simulator import NetworkConfig, Simulation
 from atmpnet.streams.ingest import IngestCore
+from atmpnet.warehouse.event_store import TABLES
 from atmpnet.warehouse.migrations import apply_migrations
 from atmpnet.warehouse.verify import verify_store
+from atmpnet.warehouse.views import read_views, refresh_views
 from clickhouse_connect.driver.client import Client
 from typer.testing import CliRunner
 
@@ -84,3 +86,38 @@ def test_verify_command_exits_1_on_a_break(
     broken = runner.invoke(app, ["verify"])
     assert broken.exit_code == 1, broken.output
     assert "CHAIN_BREAK" in broken.output and "1 chain breaks" in broken.output
+
+
+def _last_of_a_module(run: list[Event]) -> Event:
+    module = run[0].envelope.module_id
+    return max((e for e in run if e.envelope.module_id == module), key=lambda e: e.envelope.sequence)
+
+
+@pytest.mark.parametrize("tamper", ["alter", "delete"])
+def test_the_last_event_of_a_stream_is_protected_by_its_recorded_head(
+    stored: Client, run: list[Event], tamper: str
+) -> None:
+    """No successor names the newest event's hash: the head the ingest recorded does."""
+    victim = _last_of_a_module(run)
+    table = TABLES[type(victim)]
+    if tamper == "alter":
+        stored.command(
+            f"ALTER TABLE {table} UPDATE raw = concat(substring(raw, 1, length(raw) - 1),"
+            " char((reinterpretAsUInt8(substring(raw, length(raw), 1)) + 1) % 256))"
+            f" WHERE event_id = '{victim.envelope.event_id}' SETTINGS mutations_sync = 2"
+        )
+    else:
+        stored.command(
+            f"ALTER TABLE {table} DELETE WHERE event_id = '{victim.envelope.event_id}'"
+            " SETTINGS mutations_sync = 2"
+        )
+    found = verify_store(stored)
+    (brk,) = found.breaks
+    assert brk.module_id == victim.envelope.module_id
+    assert "recorded chain head" in brk.message
+    n = victim.envelope.sequence
+    assert brk.sequences == ((n, n) if tamper == "alter" else (n - 1, n - 1))
+    # the integrity view finds the same break (the stream is no longer clean)
+    refresh_views(stored)
+    breaks = [r for r in read_views(stored)["integrity_findings"] if r[1] == "CHAIN_BREAK"]
+    assert len(breaks) == 1 and breaks[0][5] == victim.envelope.module_id, breaks

@@ -59,7 +59,8 @@ from atmpnet.rules import drift, integrity, triage
 from atmpnet.settings import Settings
 from atmpnet.streams.ingest import WrittenBatch
 from atmpnet.transport import ensure_topics, producer_config
-from atmpnet.warehouse.views import PLATFORM_PRODUCER_KIND, RefreshResult, ViewSet, refresh_views
+from atmpnet.warehouse.chain_heads import PLATFORM_PRODUCER_KIND
+from atmpnet.warehouse.views import RefreshResult, ViewSet, refresh_views
 
 log = logging.getLogger(__name__)
 _published = telemetry.meter("atmpnet.streams.derived").create_counter(

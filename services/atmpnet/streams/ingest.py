@@ -38,6 +38,7 @@ from atmpnet.contract.events import EVENT_TYPE_BY_RECORD, EVENT_TYPES, Event, pa
 from atmpnet.errors import EventValidationError, PayloadError, UnknownSchemaId
 from atmpnet.streams.dead_letter import DeadLetter, DeadLetterReason, RawRecord
 from atmpnet.streams.record_rules import FAST_RULES
+from atmpnet.warehouse.chain_heads import record_chain_heads
 from atmpnet.warehouse.dead_letters import DeadLetterRow, insert_dead_letters
 from atmpnet.warehouse.event_store import StoredCopy, StoredEvent, insert_events, stored_copies
 
@@ -488,6 +489,11 @@ class IngestCore:
                 )
             with _cyclic_gc_paused():
                 insert_events(self.client, plan.insert, ingested_at)
+            # after the events: a crash in between leaves the heads of a batch that will be
+            # re-delivered (stored duplicates count too), never a head without its event
+            record_chain_heads(
+                self.client, (s for family in plan.written.values() for s in family), ingested_at
+            )
             stored_at = time.perf_counter()
             duplicates = batch.duplicates + plan.duplicates
             written = WrittenBatch(plan.written, plan.dead_letters, ingested_at, duplicates)

@@ -37,6 +37,7 @@ from atmpnet.errors import WarehouseError
 from atmpnet.rules import capacity as cap
 from atmpnet.rules import drift, integrity, performance, triage
 from atmpnet.rules.facts import BaselineFact, ComponentFact, ConfigFact, DeviationFact, StepFact
+from atmpnet.warehouse.chain_heads import PLATFORM_PRODUCER_KIND, chain_heads
 
 log = logging.getLogger(__name__)
 _tracer = telemetry.tracer("atmpnet.warehouse.views")
@@ -230,6 +231,8 @@ class StoreFacts:
     # reads them) and those streams' completeness per site: site -> (streams, expected, received)
     integrity_steps: tuple[EventFact, ...] = ()
     clean_streams: dict[str, tuple[str | None, int]] | None = None
+    # stream -> chain hash of its newest event as the ingest recorded it (protects the tails)
+    chain_heads: dict[str, str] | None = None
     # "*": the event time every dense partition has reached; streams held back (see stream_watermarks)
     stream_watermarks: dict[str, datetime] | None = None
     # deviation id -> the newest ingested_at of its stored events (read in the same query as the
@@ -392,7 +395,7 @@ def load_facts(client: Client) -> StoreFacts:
     if sensor_last is not None:
         times.append(sensor_last)
     starts = [f.occurred_at for f in configs] or [f.occurred_at for f in steps]
-    integrity_facts, integrity_steps, clean_streams = load_integrity_input(client)
+    integrity_facts, integrity_steps, clean_streams, heads = load_integrity_input(client)
     watermarks = stream_watermarks(client)
     return StoreFacts(
         steps,
@@ -406,6 +409,7 @@ def load_facts(client: Client) -> StoreFacts:
         integrity=integrity_facts,
         integrity_steps=integrity_steps,
         clean_streams=clean_streams,
+        chain_heads=heads,
         stream_watermarks=watermarks,
         deviation_ingested_at=deviation_ingested_at,
     )
@@ -417,8 +421,6 @@ def load_facts(client: Client) -> StoreFacts:
 # tests shuffle within it and expect no finding); beyond it the arrival is a LATE_ARRIVAL finding
 LATENESS_BOUND = timedelta(hours=2)
 INTEGRITY_BOUNDS = integrity.IntegrityBounds(lateness=LATENESS_BOUND, streams_start_at_one=True)
-# deviations the platform raises itself (integrity findings) belong to no site stream
-PLATFORM_PRODUCER_KIND = "PROCESSOR"
 FAMILY_TABLES = ("batch_steps", "sensor_summaries", "deviations", "module_configs", "baselines")
 # the chain hash in SQL: SHA-256 of the Avro body (raw minus the 5-byte header), as contract.chain
 HASH_SQL = "if(length(raw) > 5, lower(hex(SHA256(substring(raw, 6)))), NULL)"
@@ -556,8 +558,10 @@ def record_input_partitions(client: Client, partitions: dict[str, tuple[str, int
     client.insert("input_partitions", rows, column_names=["topic", "family", "partitions", "recorded_at"])
 
 
-def stream_summaries(client: Client, late: Iterable[str]) -> dict[str, tuple[str | None, int, bool]]:
-    """Per stream, checked whole in SQL: site, highest sequence, and whether it is clean.
+def stream_summaries(
+    client: Client, late: Iterable[str]
+) -> dict[str, tuple[str | None, int, str | None, bool]]:
+    """Per stream, checked whole in SQL: site, highest sequence, its event's hash, whether it is clean.
 
     Clean = sequences 1..max each once, every consecutive link's ``previous_hash`` equal to the
     hash of the event before it (no chain restart, no predecessor named at 1), nothing skewed
@@ -574,7 +578,8 @@ def stream_summaries(client: Client, late: Iterable[str]) -> dict[str, tuple[str
     late_list = ", ".join(f"'{i}'" for i in sorted(set(late)) if _UUID_TEXT.match(i)) or "''"
     rows = _query(
         client,
-        "SELECT s, any(site_id), max(sequence), count() = max(sequence) AND uniqExact(sequence) = count()"  # noqa: S608
+        "SELECT s, any(site_id), max(sequence), argMax(h, sequence),"  # noqa: S608
+        " count() = max(sequence) AND uniqExact(sequence) = count()"
         " AND countIf(prev_seq = sequence - 1 AND previous_hash IS NOT NULL AND ifNull(h, '') != ''"
         "   AND previous_hash != prev_h) = 0"
         " AND NOT (countIf(previous_hash IS NULL AND sequence > 1) > 0"
@@ -587,21 +592,26 @@ def stream_summaries(client: Client, late: Iterable[str]) -> dict[str, tuple[str
         f"  FROM ({union}) WINDOW w AS (PARTITION BY s ORDER BY sequence"
         "  ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)) GROUP BY s",
     )
-    return {str(r[0]): (r[1] or None, int(r[2]), bool(r[3])) for r in rows}
+    return {str(r[0]): (r[1] or None, int(r[2]), r[3], bool(r[4])) for r in rows}
 
 
 def load_integrity_facts(client: Client) -> tuple[integrity.EventFact, ...]:
     """Every site-produced event's envelope, chain hash and arrival (the whole-store rule input)."""
-    facts, _steps, _clean = load_integrity_input(client)
+    facts, _steps, _clean, _heads = load_integrity_input(client)
     return facts
 
 
 def load_integrity_input(
     client: Client,
 ) -> tuple[
-    tuple[integrity.EventFact, ...], tuple[integrity.EventFact, ...], dict[str, tuple[str | None, int]]
+    tuple[integrity.EventFact, ...],
+    tuple[integrity.EventFact, ...],
+    dict[str, tuple[str | None, int]],
+    dict[str, str],
 ]:
     """The integrity rules' input, the suspect streams whole and the clean ones by their steps.
+
+    Also the recorded chain heads (stream -> hash of its newest event) that can judge a tail.
 
     Streams checked clean in SQL (``stream_summaries``) bring only their batch steps (for the
     segregation rules) and their counts (for completeness): the sensor summaries of a clean
@@ -610,7 +620,15 @@ def load_integrity_input(
     record_arrivals(client)
     late = late_arrivals(client)
     summaries = stream_summaries(client, late)
-    clean = {s: (site, top) for s, (site, top, ok) in summaries.items() if ok}
+    recorded = chain_heads(client)
+    # a stream whose tail is not the recorded head (altered or removed last event) gets the rules;
+    # a head behind the store's tail (events written without one) cannot judge it and is ignored
+    heads = {s: h for s, (seq, h) in recorded.items() if s in summaries and seq >= summaries[s][1]}
+    clean = {
+        s: (site, top)
+        for s, (site, top, last_hash, ok) in summaries.items()
+        if ok and (s not in heads or (recorded[s][0] == top and heads[s] == last_hash))
+    }
     out: list[integrity.EventFact] = []
     steps: list[integrity.EventFact] = []
     for table in FAMILY_TABLES:
@@ -642,7 +660,7 @@ def load_integrity_input(
                 performed_by=r[14] if extra else None,
             )
             (steps if r[-1] in clean else out).append(fact)
-    return tuple(out), tuple(steps), clean
+    return tuple(out), tuple(steps), clean, heads
 
 
 def _s(value: object) -> str | None:
@@ -872,7 +890,7 @@ def integrity_findings(facts: StoreFacts) -> list[integrity.Finding]:
     clean = frozenset((facts.clean_streams or {}).keys())
     unique = integrity.unique_facts(facts.integrity)
     found = [
-        *integrity.chain_breaks(unique),
+        *integrity.chain_breaks(unique, facts.chain_heads),
         *integrity.sequence_findings(unique, INTEGRITY_BOUNDS),
         *integrity.clock_skew(unique, INTEGRITY_BOUNDS),
         *integrity.late_arrivals(unique, INTEGRITY_BOUNDS),
