@@ -57,3 +57,20 @@ def test_overview_shows_completeness_beside_capacity(signed_in: Any, dashboard: 
         assert page.inner_text(f"{cell}[data-metric='expected']") == str(site["expected"])
         assert page.inner_text(f"{cell}[data-metric='received']") == str(site["received"])
     assert view.errors == []
+
+
+@pytest.mark.parametrize(
+    ("role", "query", "message"), [("quality", "", "no batch given"), ("operations", "?batch=A1", "403")]
+)
+def test_a_digest_that_cannot_be_shown_draws_no_empty_digest(
+    signed_in: Any, dashboard: Dashboard, role: str, query: str, message: str
+) -> None:
+    view = signed_in(role)
+    page = view.page
+    page.goto(f"{dashboard.url}/digest{query}")
+    page.wait_for_selector("#error:not([hidden])")
+    assert message in page.inner_text("#error")
+    # no verdict box, no export button, no section titles: the error alone
+    assert page.locator("#digest-body").is_hidden()
+    assert page.locator("#printable").is_hidden()
+    assert page.locator("h2:visible").count() == 0

@@ -7,13 +7,10 @@ views' figures and the live SSE stream with resume.
 from __future__ import annotations
 
 import base64
-import contextlib
 import csv
-import hashlib
 import io
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,13 +21,19 @@ from atmpnet.api.app import ApiServer, create_api
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import DeviationTransition, ProcessStep
 from atmpnet.settings import ApiToken, Settings
-from atmpnet.warehouse.connection import connect
 from atmpnet.warehouse.migrations import apply_migrations
 from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
-from tests.integration.api_network import EXPECTED, T0, NetworkBuilder, build_network, store
+from tests.integration.api_network import (
+    EXPECTED,
+    T0,
+    NetworkBuilder,
+    api_tokens,
+    build_network,
+    scratch_database,
+    store,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +42,7 @@ SECRETS = {"ops": "ops-secret-1", "quality": "quality-secret-1", "site-a": "site
 
 def tokens() -> list[ApiToken]:
     """One token per role; the site token configured by its digest only, as production should."""
-    return [
-        ApiToken(name="ops", role="operations", token=SecretStr(SECRETS["ops"])),
-        ApiToken(name="qa", role="quality", token=SecretStr(SECRETS["quality"])),
-        ApiToken(
-            name="site-a",
-            role="site",
-            site_id="site-a",
-            token_sha256=hashlib.sha256(SECRETS["site-a"].encode()).hexdigest(),
-        ),
-    ]
+    return api_tokens(SECRETS["ops"], SECRETS["quality"], SECRETS["site-a"])
 
 
 def auth(name: str) -> dict[str, str]:
@@ -57,14 +51,9 @@ def auth(name: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def network_db(clickhouse_settings: Settings, codec: AvroCodec) -> Iterator[Client]:
-    database = f"test_api_{uuid.uuid4().hex[:10]}"
-    client = connect(clickhouse_settings, database)
-    apply_migrations(client)
-    store(client, codec, build_network())
-    yield client
-    with contextlib.suppress(Exception):
-        client.command(f"DROP DATABASE IF EXISTS `{database}`")
-    client.close()
+    with scratch_database(clickhouse_settings, "test_api_") as client:
+        store(client, codec, build_network())
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -349,6 +338,171 @@ def test_csv_export_pages_come_from_one_view_generation(network_db: Client) -> N
     refresh_views(network_db)
     with pytest.raises(ViewMoved, match="run the export again"):
         next(pages)
+
+
+NOT_CLOSED = {"CRITICAL": 0, "MAJOR": 0, "MINOR": 4}  # D2, D3, D4 open and D6 investigating
+
+
+def _overdue_not_closed(items: list[dict[str, Any]]) -> int:
+    return sum(1 for i in items if i["status"] != "CLOSED" and i["overdue"])
+
+
+def test_counts_cover_every_match_not_the_page(api: TestClient) -> None:
+    every = api.get("/api/v1/deviations", params={"limit": 1000}, headers=auth("quality")).json()["items"]
+    # a page of two: the counts still hold all six (what the triage headline shows)
+    body = api.get("/api/v1/deviations", params={"limit": 2}, headers=auth("quality")).json()
+    assert len(body["items"]) == 2 and body["next_cursor"] is not None
+    assert body["counts"] == {"total": 6, "not_closed": NOT_CLOSED, "overdue": _overdue_not_closed(every)}
+    # the next page answers the same counts (they do not depend on the cursor)
+    more = api.get(
+        "/api/v1/deviations", params={"limit": 2, "cursor": body["next_cursor"]}, headers=auth("quality")
+    ).json()
+    assert more["counts"] == body["counts"]
+    summary = api.get("/api/v1/deviations/summary", headers=auth("ops")).json()
+    assert summary == {"counts": body["counts"], "site_scope": None}
+
+
+@pytest.mark.parametrize(
+    ("role", "params", "total", "not_closed"),
+    [
+        # the status filter's OPEN excludes INVESTIGATING (D6); "not closed" counts both
+        ("quality", {"status": "OPEN"}, 3, {"CRITICAL": 0, "MAJOR": 0, "MINOR": 3}),
+        ("quality", {"status": "CLOSED"}, 2, {"CRITICAL": 0, "MAJOR": 0, "MINOR": 0}),
+        ("quality", {"site": "site-b"}, 2, {"CRITICAL": 0, "MAJOR": 0, "MINOR": 1}),
+        ("site-a", {}, 4, {"CRITICAL": 0, "MAJOR": 0, "MINOR": 3}),  # its own site only
+    ],
+)
+def test_counts_follow_the_filters_and_the_site_scope(
+    api: TestClient, role: str, params: dict[str, Any], total: int, not_closed: dict[str, int]
+) -> None:
+    listed = api.get("/api/v1/deviations", params={**params, "limit": 1}, headers=auth(role)).json()
+    summary = api.get("/api/v1/deviations/summary", params=params, headers=auth(role)).json()
+    every = api.get("/api/v1/deviations", params={**params, "limit": 1000}, headers=auth(role)).json()[
+        "items"
+    ]
+    expected = {"total": total, "not_closed": not_closed, "overdue": _overdue_not_closed(every)}
+    assert listed["counts"] == expected and summary["counts"] == expected
+    assert summary["site_scope"] == ("site-a" if role == "site-a" else None)
+
+
+def test_a_summary_for_another_site_is_403_for_a_site_token(api: TestClient) -> None:
+    r = api.get("/api/v1/deviations/summary", params={"site": "site-b"}, headers=auth("site-a"))
+    assert r.status_code == 403
+
+
+def test_the_list_reads_its_page_and_counts_from_one_pinned_generation(network_db: Client) -> None:
+    from atmpnet.warehouse.queries import DeviationFilter, Warehouse
+
+    wh = Warehouse(network_db)
+    seen: list[Any] = []
+    page_of, counts_of = wh.deviations, wh.deviation_counts
+
+    def page(*args: Any, **kwargs: Any) -> Any:
+        seen.append(("page", kwargs["generation"]))
+        return page_of(*args, **kwargs)
+
+    def counts(*args: Any, **kwargs: Any) -> Any:
+        seen.append(("counts", kwargs["generation"]))
+        return counts_of(*args, **kwargs)
+
+    wh.deviations, wh.deviation_counts = page, counts  # type: ignore[method-assign]
+    got, totals = wh.deviations_with_counts(DeviationFilter(), limit=2)
+    generation = wh.committed_generation()
+    assert generation is not None
+    assert seen == [("page", generation), ("counts", generation)]
+    assert len(got.items) == 2 and totals["total"] == 6
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v1/deviations", "/api/v1/deviations/summary", "/api/v1/deviations.csv"]
+)
+def test_from_later_than_to_is_a_422_like_any_bad_filter(api: TestClient, path: str) -> None:
+    r = api.get(
+        path, params={"from": "2026-03-08T00:00:00Z", "to": "2026-03-06T00:00:00Z"}, headers=auth("quality")
+    )
+    assert r.status_code == 422, r.text
+    assert "from is later than to" in r.text
+    assert api.get(path, params={"severity": "SEVERE"}, headers=auth("quality")).status_code == 422
+    # an empty range (from = to) is a valid filter that matches nothing
+    same = {"from": "2026-03-06T00:00:00Z", "to": "2026-03-06T00:00:00Z"}
+    assert api.get(path, params=same, headers=auth("quality")).status_code == 200
+
+
+@pytest.fixture
+def with_an_old_critical(clickhouse: Client, clickhouse_settings: Settings, codec: AvroCodec) -> TestClient:
+    """The network plus OLD-1: a critical deviation raised early and never closed (overdue)."""
+    apply_migrations(clickhouse)
+    b = NetworkBuilder()
+    b.deviation(
+        "OLD-1",
+        DeviationTransition.RAISED,
+        T0 + timedelta(hours=1),
+        site="site-a",
+        module="a-m2",
+        lane=1,
+        batch="A3",
+        step=ProcessStep.FORMULATION,
+        parameter="temperature",
+        alarm_code="PRC-T9",
+        duration=3600,
+    )
+    store(clickhouse, codec, [*build_network(), *b.events])
+    return TestClient(create_api(clickhouse_settings, clickhouse, tokens=tokens()))
+
+
+def test_counts_hold_an_overdue_deviation_that_is_not_on_the_page(with_an_old_critical: TestClient) -> None:
+    api = with_an_old_critical
+    first = api.get("/api/v1/deviations", params={"limit": 3}, headers=auth("ops")).json()
+    assert "OLD-1" not in [i["deviation_id"] for i in first["items"]]  # newest first: it is on a later page
+    every = api.get("/api/v1/deviations", params={"limit": 1000}, headers=auth("ops")).json()["items"]
+    old = next(i for i in every if i["deviation_id"] == "OLD-1")
+    assert (old["severity"], old["status"], old["overdue"]) == ("CRITICAL", "OPEN", True)
+    assert first["counts"] == {
+        "total": 7,
+        "not_closed": {**NOT_CLOSED, "CRITICAL": 1},
+        "overdue": _overdue_not_closed(every),
+    }
+    assert first["counts"]["overdue"] >= 1
+    summary = api.get("/api/v1/deviations/summary", params={"severity": "CRITICAL"}, headers=auth("ops"))
+    assert summary.json()["counts"] == {
+        "total": 2,  # D1 (closed) and OLD-1
+        "not_closed": {"CRITICAL": 1, "MAJOR": 0, "MINOR": 0},
+        "overdue": 1,
+    }
+
+
+def test_csv_writes_booleans_lowercase_and_hours_to_two_decimals(with_an_old_critical: TestClient) -> None:
+    api = with_an_old_critical
+    r = api.get("/api/v1/deviations.csv", headers=auth("quality"))
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    listed = {
+        i["deviation_id"]: i for i in api.get("/api/v1/deviations", headers=auth("quality")).json()["items"]
+    }
+    assert {row["overdue"] for row in rows} <= {"true", "false"}
+    assert {row["overdue"] for row in rows} == {"true", "false"}  # both occur in the network
+    for row in rows:
+        assert row["overdue"] == str(listed[row["deviation_id"]]["overdue"]).lower()
+        hours = row["age_hours"]
+        assert float(hours) == round(listed[row["deviation_id"]]["age_hours"], 2)
+        assert "." not in hours or len(hours.split(".")[1]) <= 2, hours
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "cell"),
+    [
+        ("overdue", True, "true"),
+        ("overdue", False, "false"),
+        ("age_hours", 19.123456789, 19.12),
+        ("age_hours", -0.005001, -0.01),
+        ("observed_value", 37.123456, 37.123456),  # only the hours are rounded
+        ("description", "=cmd", "'=cmd"),
+        ("lane", 3, 3),
+    ],
+)
+def test_csv_cell(name: str, value: Any, cell: Any) -> None:
+    from atmpnet.api.deviations import csv_cell
+
+    assert csv_cell(name, value) == cell
 
 
 def test_tokens_never_reach_the_log(api: TestClient, caplog: pytest.LogCaptureFixture) -> None:

@@ -7,7 +7,7 @@ import io
 import itertools
 import logging
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
@@ -83,11 +83,35 @@ class TriagedDeviation(BaseModel):
     model_config = {"populate_by_name": True}
 
 
+class NotClosedCounts(BaseModel):
+    """Matching deviations not closed (status OPEN or INVESTIGATING), by severity."""
+
+    CRITICAL: int
+    MAJOR: int
+    MINOR: int
+
+
+class DeviationCounts(BaseModel):
+    """Headline counts of every deviation matching the filters (all pages, not one)."""
+
+    total: int = Field(description="Every matching deviation")
+    not_closed: NotClosedCounts = Field(description="Matching and not closed (OPEN or INVESTIGATING)")
+    overdue: int = Field(description="Matching, not closed and past due_at at the view's as-of time")
+
+
 class DeviationPage(BaseModel):
     """A page of deviations; pass ``next_cursor`` as ``cursor`` for the next one (null: last page)."""
 
     items: list[TriagedDeviation]
     next_cursor: str | None
+    counts: DeviationCounts = Field(description="Counts of every match, from the page's view generation")
+    site_scope: str | None = Field(description="The site the answer is limited to (site tokens), else null")
+
+
+class DeviationSummary(BaseModel):
+    """The counts of the deviations matching the filters, without the rows."""
+
+    counts: DeviationCounts
     site_scope: str | None = Field(description="The site the answer is limited to (site tokens), else null")
 
 
@@ -124,7 +148,12 @@ def deviation_filter(
     ] = None,
     raised_to: Annotated[datetime | None, Query(alias="to", description="raised_at < (ISO 8601)")] = None,
 ) -> DeviationFilter:
-    """The list filters from the query string."""
+    """The list filters from the query string; ``from`` after ``to`` is a 422 like any bad filter."""
+    if raised_from is not None and raised_to is not None and _aware(raised_from) > _aware(raised_to):
+        raise HTTPException(
+            422,
+            [{"loc": ["query", "from"], "msg": "from is later than to", "type": "value_error"}],
+        )
     return DeviationFilter(
         site=site,
         module=module,
@@ -139,6 +168,11 @@ def deviation_filter(
         raised_from=raised_from,
         raised_to=raised_to,
     )
+
+
+def _aware(t: datetime) -> datetime:
+    """A naive time as UTC (the warehouse reads a naive filter time as UTC too)."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def scoped(flt: DeviationFilter, principal: Principal) -> DeviationFilter:
@@ -172,14 +206,33 @@ async def list_deviations(
     flt = scoped(flt, principal)
     full = principal.role is not Role.OPERATIONS
     try:
-        page = await wh.run(wh.deviations, flt, sort=sort, cursor=cursor, limit=limit, full_text=full)
+        page, counts = await wh.run(
+            wh.deviations_with_counts, flt, sort=sort, cursor=cursor, limit=limit, full_text=full
+        )
     except BadQuery as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
     return {
         "items": [_redact(i, principal) for i in page.items],
         "next_cursor": page.next_cursor,
+        "counts": counts,
         "site_scope": flt.site if principal.role is Role.SITE else None,
     }
+
+
+@router.get("/deviations/summary", response_model=DeviationSummary)
+async def deviation_summary(
+    principal: Annotated[Principal, Depends(authenticated)],
+    wh: Annotated[Warehouse, Depends(warehouse)],
+    flt: Annotated[DeviationFilter, Depends(deviation_filter)],
+) -> dict[str, Any]:
+    """The counts of the list for the same filters, without its rows (every role, site-scoped).
+
+    ``total`` matching; ``not_closed`` by severity (OPEN or INVESTIGATING: the status filter's
+    OPEN alone excludes INVESTIGATING); ``overdue``: not closed and past ``due_at``.
+    """
+    flt = scoped(flt, principal)
+    counts = await wh.run(wh.deviation_counts, flt)
+    return {"counts": counts, "site_scope": flt.site if principal.role is Role.SITE else None}
 
 
 CSV_COLUMNS = [*LIST_COLUMNS, *RAISED_FACT_COLUMNS, *FULL_TEXT_COLUMNS]
@@ -200,6 +253,19 @@ def csv_safe(value: Any) -> Any:
     return value
 
 
+# hours to the minute and a bit: the view's full float precision is noise in a spreadsheet
+CSV_ROUNDED = {"age_hours": 2}
+
+
+def csv_cell(name: str, value: Any) -> Any:
+    """One CSV cell: booleans as ``true``/``false`` (as in the JSON), hours rounded, text made safe."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if name in CSV_ROUNDED and isinstance(value, float):
+        return round(value, CSV_ROUNDED[name])
+    return csv_safe(value)
+
+
 def csv_lines(pages: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
     """The CSV text of every page: a header, then the rows, a chunk per page.
 
@@ -214,7 +280,7 @@ def csv_lines(pages: Iterator[list[dict[str, Any]]]) -> Iterator[str]:
     try:
         for page in pages:
             for row in page:
-                writer.writerow({k: csv_safe(v) for k, v in row.items()})
+                writer.writerow({k: csv_cell(k, v) for k, v in row.items()})
             yield buffer.getvalue()
             buffer.seek(0)
             buffer.truncate()

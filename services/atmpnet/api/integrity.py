@@ -81,7 +81,7 @@ async def attribution(
     except NotFound as exc:
         raise missing from exc
     except BadQuery as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from exc
+        raise HTTPException(422, str(exc)) from exc
     if not answer["site_id"] and principal.role is Role.SITE:
         raise missing  # a network-wide row (no site) is not one site's
     if answer["site_id"] and not principal.may_see_site(answer["site_id"]):

@@ -330,11 +330,13 @@ def build_digest(
         ran = ", ".join(
             f"{step}" + (f" (attempt {attempt})" if attempt > 1 else "") for step, attempt in dr.steps
         )
+        # dated when it first touched this batch: a drift that opened before the batch started
+        # counts from the batch's start, never before it
         exceptions.append(
             DigestException(
                 "DRIFT",
                 "MAJOR",
-                dr.opened_at,
+                max(dr.opened_at, started_at) if started_at else dr.opened_at,
                 f"{dr.module_id} ran off its validated baseline from {_fmt(dr.opened_at)} "
                 f"to {_fmt(dr.closed_at) if dr.closed_at else 'now'} during {ran}",
                 (),

@@ -360,6 +360,63 @@ class Warehouse:
                 item.update(texts.get(item["deviation_id"], {}))
         return Page(items, next_cursor)
 
+    def deviation_counts(self, flt: DeviationFilter, *, generation: int | None = None) -> dict[str, Any]:
+        """The headline counts of every deviation matching ``flt`` (not one page of them).
+
+        ``total`` matching; ``not_closed`` by severity (status OPEN or INVESTIGATING); ``overdue``:
+        not closed and past ``due_at`` at the view's as-of time. From the latest committed view
+        generation, or ``generation`` when given (the list pins the one its page came from).
+        """
+        where, params = flt.where()
+        site_clause, site_params = _site_clause(flt.site)
+        params |= site_params
+        if generation is not None:
+            params["gen"] = generation
+        sql = (
+            "SELECT count(), countIf(status != 'CLOSED' AND severity = 'CRITICAL'),"
+            " countIf(status != 'CLOSED' AND severity = 'MAJOR'),"
+            " countIf(status != 'CLOSED' AND severity = 'MINOR'),"
+            " countIf(status != 'CLOSED' AND overdue) FROM ("
+            + _triage_view(site_clause, generation)
+            + f") WHERE {where}"
+        )
+        _, rows = self._query(sql, params)
+        total, critical, major, minor, overdue = (int(v) for v in rows[0])
+        return {
+            "total": total,
+            "not_closed": {"CRITICAL": critical, "MAJOR": major, "MINOR": minor},
+            "overdue": overdue,
+        }
+
+    def deviations_with_counts(
+        self,
+        flt: DeviationFilter,
+        *,
+        sort: str = "-raised_at",
+        cursor: str | None = None,
+        limit: int = 100,
+        full_text: bool = False,
+    ) -> tuple[Page, dict[str, Any]]:
+        """A page of deviations and the counts of every match, both from one view generation.
+
+        The generation is pinned for both reads, so a refresh between them cannot make the counts
+        disagree with the page; should it be dropped meanwhile (two refreshes), read again.
+        """
+        for _ in range(3):
+            generation = self.committed_generation()
+            page = self.deviations(
+                flt, sort=sort, cursor=cursor, limit=limit, full_text=full_text, generation=generation
+            )
+            counts = self.deviation_counts(flt, generation=generation)
+            if generation is None:
+                return page, counts
+            try:
+                self._still_kept(generation)
+            except ViewMoved:
+                continue
+            return page, counts
+        raise ViewMoved("the triage view kept moving on while the list was read: ask again")
+
     def _free_text(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Free text and measured facts of these deviations (RAISED; resolution from CLOSED)."""
         _, rows = self._query(

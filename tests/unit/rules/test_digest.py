@@ -229,3 +229,19 @@ def test_the_digest_does_not_depend_on_input_order_or_duplicates(data: st.DataOb
     )
     assert again == expected
     assert render_digest_html(again) == render_digest_html(expected)
+
+
+def test_a_drift_that_opened_before_the_batch_is_dated_from_the_batch_start() -> None:
+    site, _ = exceptional_site()
+    early = [("bos-m01", T0 - timedelta(days=2), T0 + timedelta(hours=5))]  # before B-1 started
+    digest = build_digest("B-1", site.steps(), drift=early)
+    (drift,) = digest.drift
+    assert drift.opened_at == T0 - timedelta(days=2)  # the interval itself is kept as it was
+    (exception,) = [x for x in digest.exceptions if x.kind == "DRIFT"]
+    assert digest.started_at is not None and exception.at == digest.started_at
+    assert exception.at > drift.opened_at
+    assert "from 2026-10-31 08:00 UTC" in exception.summary  # the text still names the true start
+    # a drift that opened during the batch keeps its own time
+    later = build_digest("B-1", site.steps(), drift=DRIFT[:1])
+    (x,) = [x for x in later.exceptions if x.kind == "DRIFT"]
+    assert x.at == DRIFT[0][1]

@@ -28,6 +28,13 @@ const charts = (() => {
     container.append(root);
     return root;
   }
+  // the empty state: a short message instead of axes with nothing on them
+  function empty(container, text) {
+    container.replaceChildren(atmp.el("p", { class: "chart-empty", "data-empty": "1", text: text || "No data yet" }));
+  }
+  const hasValue = (v) => v !== null && v !== undefined && Number.isFinite(Number(v)) && Number(v) !== 0;
+  // x labels at the plot's edges are anchored inwards so the first and last are not clipped
+  const anchorAt = (i, n) => (n > 1 && i === n - 1 ? "end" : n > 1 && i === 0 ? "start" : "middle");
   function yAxis(root, m, w, h, max, fmt) {
     for (let i = 0; i <= 4; i++) {
       const v = (max * i) / 4, y = m.t + h - (h * i) / 4;
@@ -42,7 +49,8 @@ const charts = (() => {
   const countMax = (v) => Math.max(4, Math.ceil(v / 4) * 4);
 
   function bars(container, { categories, series, stacked = false, height = 220, fmt = smart, counts = true,
-                             ref = null, refLabel = "", max = null, width = 640 }) {
+                             ref = null, refLabel = "", max = null, width = 640, empty: emptyText = null }) {
+    if (!categories.length || !series.some((s) => s.values.some(hasValue))) { empty(container, emptyText); return; }
     const m = { t: 10, r: 10, b: 42, l: 44 }, w = width - m.l - m.r, h = height - m.t - m.b;
     const root = frame(container, width, height);
     const totals = categories.map((_, i) => stacked
@@ -75,8 +83,9 @@ const charts = (() => {
   }
 
   // x labels, series of y values (null = gap)
-  function lines(container, { x, series, height = 220, fmt = smart, max = null, width = 640 }) {
-    const m = { t: 10, r: 10, b: 30, l: 44 }, w = width - m.l - m.r, h = height - m.t - m.b;
+  function lines(container, { x, series, height = 220, fmt = smart, max = null, width = 640, empty: emptyText = null }) {
+    if (!x.length || !series.some((s) => s.values.some((v) => v !== null && v !== undefined))) { empty(container, emptyText); return; }
+    const m = { t: 10, r: 16, b: 30, l: 44 }, w = width - m.l - m.r, h = height - m.t - m.b;
     const root = frame(container, width, height);
     const all = series.flatMap((s) => s.values.filter((v) => v !== null));
     const peak = Math.max(0, ...all);
@@ -85,7 +94,12 @@ const charts = (() => {
     const px = (i) => m.l + (x.length <= 1 ? w / 2 : (w * i) / (x.length - 1));
     const py = (v) => m.t + h - (h * v) / top;
     const every = Math.max(1, Math.ceil(x.length / 8));
-    x.forEach((lab, i) => { if (i % every === 0) root.append(svg("text", { x: px(i), y: m.t + h + 16, "text-anchor": "middle" }, lab)); });
+    x.forEach((lab, i) => {
+      // every `every`-th label and always the last one, leaving out a regular one too close to it
+      const last = x.length - 1;
+      if (i === last || (i % every === 0 && last - i >= every))
+        root.append(svg("text", { x: px(i), y: m.t + h + 16, "text-anchor": anchorAt(i, x.length) }, lab));
+    });
     series.forEach((s) => {
       let d = "";
       s.values.forEach((v, i) => { if (v === null) return; d += (d ? "L" : "M") + px(i).toFixed(1) + "," + py(v).toFixed(1); });
@@ -97,7 +111,8 @@ const charts = (() => {
   }
 
   // rows of {label, value, lo, hi}: a dot with its interval, on a 0..max scale; ref = median line
-  function intervals(container, { rows, max = 1, fmt = (v) => atmp.pct(v), ref = null, refLabel = "network median" }) {
+  function intervals(container, { rows, max = 1, fmt = (v) => atmp.pct(v), ref = null, refLabel = "network median", empty: emptyText = null }) {
+    if (!rows.some((r) => r.value !== null && r.value !== undefined)) { empty(container, emptyText); return; }
     const rowH = 28, width = 640, m = { t: 10, r: 20, b: 24, l: 90 };
     const height = m.t + m.b + rowH * Math.max(rows.length, 1), w = width - m.l - m.r;
     const root = frame(container, width, height);
@@ -105,7 +120,7 @@ const charts = (() => {
     for (let i = 0; i <= 4; i++) {
       const v = (max * i) / 4;
       root.append(svg("line", { x1: px(v), x2: px(v), y1: m.t, y2: height - m.b, class: "axis" }));
-      root.append(svg("text", { x: px(v), y: height - 6, "text-anchor": "middle" }, fmt(v)));
+      root.append(svg("text", { x: px(v), y: height - 6, "text-anchor": anchorAt(i, 5) }, fmt(v)));
     }
     rows.forEach((r, i) => {
       const y = m.t + rowH * i + rowH / 2;
@@ -122,5 +137,5 @@ const charts = (() => {
     }
   }
   const color = (i) => PALETTE[i % PALETTE.length];
-  return { bars, lines, intervals, color, PALETTE };
+  return { bars, lines, intervals, empty, color, PALETTE };
 })();

@@ -32,6 +32,7 @@ const atmp = (() => {
   }
   const num = (v, digits = 0) => (v === null || v === undefined ? "–" : Number(v).toFixed(digits));
   const pct = (v, digits = 1) => (v === null || v === undefined ? "–" : (100 * v).toFixed(digits) + "%");
+  // every time the API sends is UTC: the column headers and labels say "(UTC)", the cells do not repeat it
   const when = (iso) => (iso ? iso.replace("T", " ").slice(0, 16) : "–");
   function showError(err) {
     const box = document.getElementById("error");

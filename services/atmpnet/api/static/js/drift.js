@@ -1,6 +1,8 @@
 // Configuration drift: site × module type × component matrix, intervals with their batches, skew.
 "use strict";
 const { el, num } = atmp;
+const plural = (n, one, many) => `${n} ${n === 1 ? one : many}`;
+let seesDigest = true;   // operations may not open a digest (403): its batches link to the queue only
 
 function showCell(cell, data) {
   const box = document.getElementById("cell-detail");
@@ -12,8 +14,8 @@ function showCell(cell, data) {
     return el("tr", {}, el("td", { text: m.module_id }), el("td", { text: c.state || "–" }),
       el("td", { text: c.version || "–" }), el("td", { text: c.baseline_version || "–" })); });
   const links = cell.batches.map((b) => el("span", {},
-    el("a", { href: "/triage?batch=" + encodeURIComponent(b), class: "batch-link", text: b }), " (",
-    el("a", { href: "/digest?batch=" + encodeURIComponent(b), class: "digest-link", text: "digest" }), ")"));
+    el("a", { href: "/triage?batch=" + encodeURIComponent(b), class: "batch-link", text: b }),
+    seesDigest ? [" (", el("a", { href: "/digest?batch=" + encodeURIComponent(b), class: "digest-link", text: "digest" }), ")"] : null));
   document.getElementById("cell-body").replaceChildren(
     el("table", { class: "data" }, el("thead", {}, el("tr", {}, ["module", "state", "version", "baseline"].map((h) => el("th", { text: h })))),
       el("tbody", {}, rows)),
@@ -21,7 +23,8 @@ function showCell(cell, data) {
     el("div", { class: "batches" }, links.flatMap((a) => [a, " "])));
 }
 
-async function render() {
+async function render(me) {
+  seesDigest = me.role !== "operations";
   const data = await atmp.json("/api/v1/drift");
   atmp.asOf(data.as_of);
   const drifted = data.modules.filter((m) => m.state === "DRIFTED").length;
@@ -67,19 +70,19 @@ async function render() {
       const r = document.createElementNS(NS, "rect");
       const x0 = px(Date.parse(iv.opened_at)), x1 = px(iv.closed_at ? Date.parse(iv.closed_at) : tEnd);
       for (const [k, v] of Object.entries({ x: x0, y: i * rowH + 3, width: Math.max(x1 - x0, 2), height: rowH - 6, fill: iv.closed_at ? "#f59e0b" : "#dc2626", rx: 3 })) r.setAttribute(k, v);
-      const tt = document.createElementNS(NS, "title"); tt.textContent = `${iv.components.join(", ")}: ${atmp.when(iv.opened_at)} → ${iv.closed_at ? atmp.when(iv.closed_at) : "open"}, ${iv.batches.length} batches`;
+      const tt = document.createElementNS(NS, "title"); tt.textContent = `${iv.components.join(", ")}: ${atmp.when(iv.opened_at)} UTC → ${iv.closed_at ? atmp.when(iv.closed_at) + " UTC" : "open"}, ${plural(iv.batches.length, "batch", "batches")}`;
       r.append(tt); root.append(r);
     });
     tl.replaceChildren(root);
   } else tl.replaceChildren(el("p", { text: "No drift so far." }));
   document.getElementById("intervals").replaceChildren(
-    el("thead", {}, el("tr", {}, ["site", "module", "type", "components", "opened", "closed", "batches"].map((h) => el("th", { text: h })))),
+    el("thead", {}, el("tr", {}, ["site", "module", "type", "components", "opened (UTC)", "closed (UTC)", "batches"].map((h) => el("th", { text: h })))),
     el("tbody", {}, data.intervals.map((iv) => el("tr", {}, el("td", { text: iv.site_id }), el("td", { text: iv.module_id }),
       el("td", { text: iv.module_type }), el("td", { text: iv.components.join(", ") }), el("td", { text: atmp.when(iv.opened_at) }),
       el("td", { text: iv.closed_at ? atmp.when(iv.closed_at) : "open" }), el("td", { class: "num", text: num(iv.batches.length) })))));
   document.getElementById("skew").replaceChildren(
     el("thead", {}, el("tr", {}, ["module type", "component", "versions in use"].map((h) => el("th", { text: h })))),
     el("tbody", {}, data.version_skew.map((s) => el("tr", {}, el("td", { text: s.module_type }), el("td", { text: s.component }),
-      el("td", { text: Object.entries(s.versions).map(([v, n]) => `${v} (${n.sites} sites, ${n.modules} modules)`).join(" · ") })))));
+      el("td", { text: Object.entries(s.versions).map(([v, n]) => `${v} (${plural(n.sites, "site", "sites")}, ${plural(n.modules, "module", "modules")})`).join(" · ") })))));
 }
 atmp.start(render);

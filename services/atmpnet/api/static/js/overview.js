@@ -17,28 +17,31 @@ async function render() {
     categories: sites, stacked: true,
     series: [{ name: "busy", color: "#2563eb", values: cap.sites.map((s) => s.busy) },
       { name: "idle", color: "#10b981", values: cap.sites.map((s) => s.idle) },
-      { name: "down", color: "#dc2626", values: cap.sites.map((s) => s.down) }] });
+      { name: "down", color: "#dc2626", values: cap.sites.map((s) => s.down) }], empty: "No lanes reported yet" });
   const days = [...new Set(cap.forecast.map((f) => f.date))];
   charts.lines(document.getElementById("forecast"), {
     x: days.map((d) => d.slice(5)),
     series: sites.map((s, i) => ({ name: s, color: charts.color(i),
-      values: days.map((d) => { const f = cap.forecast.find((r) => r.site_id === s && r.date === d); return f ? f.free_lanes : null; }) })) });
+      values: days.map((d) => { const f = cap.forecast.find((r) => r.site_id === s && r.date === d); return f ? f.free_lanes : null; }) })),
+    empty: "No forecast yet" });
   const udays = [...new Set(cap.daily.map((d) => d.date))];
   charts.lines(document.getElementById("utilization"), {
     x: udays.map((d) => d.slice(5)), max: 1, fmt: (v) => pct(v, 0), width: 1280, height: 240,
     series: sites.map((s, i) => ({ name: s, color: charts.color(i),
-      values: udays.map((d) => { const r = cap.daily.find((x) => x.site_id === s && x.date === d); return r ? r.utilization : null; }) })) });
+      values: udays.map((d) => { const r = cap.daily.find((x) => x.site_id === s && x.date === d); return r ? r.utilization : null; }) })),
+    empty: "No utilization yet" });
   const steps = STEPS.filter((st) => cap.in_progress.some((r) => r.step === st));
   charts.bars(document.getElementById("in-progress"), {
     categories: steps.map((s) => s.replace("_", " ").toLowerCase()), stacked: true,
     series: sites.map((s, i) => ({ name: s, color: charts.color(i),
-      values: steps.map((st) => { const r = cap.in_progress.find((x) => x.site_id === s && x.step === st); return r ? r.batches : 0; }) })) });
+      values: steps.map((st) => { const r = cap.in_progress.find((x) => x.site_id === s && x.step === st); return r ? r.batches : 0; }) })),
+    empty: "No batches in progress" });
   const sum = (key, d) => cap.daily.filter((x) => x.date === d).reduce((a, x) => a + x[key], 0);
   charts.bars(document.getElementById("throughput"), {
     categories: udays.map((d) => d.slice(5)),
     series: [{ name: "starts", color: "#2563eb", values: udays.map((d) => sum("starts", d)) },
       { name: "completions", color: "#10b981", values: udays.map((d) => sum("completions", d)) },
-      { name: "failures", color: "#dc2626", values: udays.map((d) => sum("failures", d)) }] });
+      { name: "failures", color: "#dc2626", values: udays.map((d) => sum("failures", d)) }], empty: "No batch activity yet" });
   const table = document.getElementById("site-table");
   table.replaceChildren(
     el("thead", {}, el("tr", {}, ["site", "lanes", "busy", "idle", "down", "utilization 7 d", "in progress", "free lanes in 7 d"]

@@ -3,6 +3,7 @@
 const STEP_ORDER = ["APHERESIS_RECEIPT", "SELECTION", "ACTIVATION", "TRANSDUCTION", "EXPANSION", "HARVEST",
   "FORMULATION", "CRYOPRESERVATION", "QC_RELEASE"];
 const { el, num, pct } = atmp;
+const NO_COMPLETED = "No completed batches yet";
 
 async function render() {
   const perf = await atmp.json("/api/v1/performance");
@@ -11,22 +12,25 @@ async function render() {
   charts.intervals(document.getElementById("success"), {
     rows: perf.sites.map((s) => ({ label: s.site_id, value: s.success_rate,
       lo: s.success_interval ? s.success_interval[0] : null, hi: s.success_interval ? s.success_interval[1] : null })),
-    ref: net.success_rate });
+    ref: net.success_rate, empty: NO_COMPLETED });
   charts.bars(document.getElementById("dev-per-batch"), {
     categories: perf.sites.map((s) => s.site_id), fmt: (v) => num(v, 2),
-    series: [{ name: "deviations per batch", color: "#f59e0b", values: perf.sites.map((s) => s.deviations_per_batch || 0) }],
-    ref: net.deviations_per_batch, refLabel: "median" });
+    series: [{ name: "deviations per batch", color: "#f59e0b", values: perf.sites.map((s) => s.deviations_per_batch ?? null) }],
+    ref: net.deviations_per_batch, refLabel: "median", empty: "No batches yet" });
   const edges = perf.histogram_edges_days || [];
   charts.bars(document.getElementById("histograms"), {
     categories: edges.map((e, i) => (i + 1 < edges.length ? `${e}–${edges[i + 1]}` : `${e}+`)),
-    series: perf.sites.map((s, i) => ({ name: s.site_id, color: charts.color(i), values: s.cycle_time_histogram })) });
+    series: perf.sites.map((s, i) => ({ name: s.site_id, color: charts.color(i), values: s.cycle_time_histogram })),
+    empty: NO_COMPLETED });
   const steps = STEP_ORDER.filter((st) => perf.steps.some((r) => r.step === st));
   const sites = perf.sites.map((s) => s.site_id);
   const series = sites.map((s, i) => ({ name: s, color: charts.color(i),
     values: steps.map((st) => { const r = perf.steps.find((x) => x.site_id === s && x.step === st); return r ? r.p50_hours : 0; }) }));
   series.push({ name: "network median", color: "#111827",
     values: steps.map((st) => { const r = perf.steps.find((x) => x.step === st); return r ? r.network_median_p50_hours : 0; }) });
-  charts.bars(document.getElementById("steps"), { categories: steps.map((s) => s.slice(0, 8).toLowerCase()), series });
+  // full step names: charts.bars shortens a long label itself and keeps the whole one in its tooltip
+  charts.bars(document.getElementById("steps"), { categories: steps.map((s) => s.replaceAll("_", " ").toLowerCase()), series,
+    empty: NO_COMPLETED });
   const head = ["site", "started", "completed", "failed", "success", "95% interval", "dev / batch", "sensor control",
     "per lane-day", "cycle p50 (d)"];
   const cell = (s, metric, text) => el("td", { class: "num", "data-site": s.site_id, "data-metric": metric, text });

@@ -2,9 +2,10 @@
 "use strict";
 const { el, num } = atmp;
 const rows = new Map();   // deviation_id -> item
-const SEV_RANK = { CRITICAL: 0, MAJOR: 1, MINOR: 2 };
-const DUE_HOURS = { CRITICAL: 24, MAJOR: 168, MINOR: 720 };
 let nextCursor = null;
+let role = null;          // the token's role (from /api/v1/sites): operations sees no detail, no digest
+let counts = null;        // headline counts of every match, from the API (not from the rows loaded)
+let countsTimer = null;
 let streamAbort = null;
 let lastEventId = null;
 
@@ -22,21 +23,37 @@ function matches(item) {
   const map = { site: "site_id", severity: "severity", class: "class", status: "status", module: "module_id", batch: "batch_id" };
   return Object.entries(f).every(([k, v]) => String(item[map[k]]) === v);
 }
+// The age bar fills as the deviation nears its due time; the allowance is the row's own
+// due_at - raised_at from the API (the triage rules live in one place), none when unknown.
+function ageBar(item) {
+  const allowed = (Date.parse(item.due_at) - Date.parse(item.raised_at)) / 3600000;
+  const known = Number.isFinite(allowed) && allowed > 0 && Number.isFinite(item.age_hours);
+  const bar = el("span", { class: "agebar" + (item.overdue ? " overdue" : ""), "data-allowed-hours": known ? String(allowed) : null,
+    title: known ? `${num(item.age_hours, 1)} h of ${num(allowed, 0)} h allowed until due` : "due time unknown" });
+  bar.style.width = known ? Math.min(60, (60 * item.age_hours) / allowed).toFixed(0) + "px" : "0px";
+  return bar;
+}
+const seesDetail = () => role !== "operations";
+function batchCell(item) {
+  if (!item.batch_id) return "–";
+  // operations may not open a digest (403): its batch link filters this queue instead
+  return seesDetail()
+    ? el("a", { href: "/digest?batch=" + encodeURIComponent(item.batch_id), class: "digest-link",
+      title: "batch review digest", onclick: (e) => e.stopPropagation(), text: item.batch_id })
+    : el("a", { href: "/triage?batch=" + encodeURIComponent(item.batch_id), class: "batch-link",
+      title: "this batch's deviations", onclick: (e) => e.stopPropagation(), text: item.batch_id });
+}
 function row(item, fresh) {
-  const due = DUE_HOURS[item.severity] || 720;
-  const bar = el("span", { class: "agebar" + (item.overdue ? " overdue" : "") });
-  bar.style.width = Math.min(60, (60 * item.age_hours) / due).toFixed(0) + "px";
-  return el("tr", { "data-id": item.deviation_id, "data-severity": item.severity, class: fresh ? "fresh" : null,
-    onclick: () => detail(item.deviation_id) },
+  const bar = ageBar(item);
+  return el("tr", { "data-id": item.deviation_id, "data-severity": item.severity,
+    class: [fresh ? "fresh" : "", seesDetail() ? "clickable" : ""].join(" ").trim() || null,
+    onclick: seesDetail() ? () => detail(item.deviation_id) : null },
     el("td", {}, el("span", { class: "sev " + item.severity, text: item.severity })),
     el("td", { text: atmp.when(item.raised_at) }),
     el("td", {}, el("span", { class: "age" + (item.overdue ? " overdue" : ""), text: fmtAge(item.age_hours) }), bar),
     el("td", { text: item.site_id }),
     el("td", { text: item.module_id + (item.lane ? " · " + item.lane : "") }),
-    el("td", {}, item.batch_id
-      ? el("a", { href: "/digest?batch=" + encodeURIComponent(item.batch_id), class: "digest-link",
-        title: "batch review digest", onclick: (e) => e.stopPropagation(), text: item.batch_id })
-      : "–", item.step ? " · " + item.step.toLowerCase() : ""),
+    el("td", {}, batchCell(item), item.step ? " · " + item.step.toLowerCase() : ""),
     el("td", { text: item.class }), el("td", { text: item.parameter || "–" }),
     el("td", { text: item.status }), el("td", { text: item.software_version || "–" }));
 }
@@ -44,13 +61,24 @@ function fmtAge(h) { return h === undefined ? "–" : h < 48 ? num(h, 1) + " h" 
 function sorted() {
   return [...rows.values()].sort((a, b) => (a.raised_at < b.raised_at ? 1 : a.raised_at > b.raised_at ? -1 : a.deviation_id < b.deviation_id ? 1 : -1));
 }
+// Counts of every deviation matching the filters, computed by the API over the whole view
+// generation: the rows in the browser are only the first pages and the live backlog. "Not
+// closed" is OPEN or INVESTIGATING (the status filter's OPEN alone excludes INVESTIGATING).
 function renderKpis() {
-  const items = [...rows.values()], open = items.filter((i) => i.status !== "CLOSED");
+  const c = counts || { total: null, not_closed: {}, overdue: null };
   document.getElementById("kpis").replaceChildren(
-    atmp.kpi("in view", num(items.length), "count"),
-    atmp.kpi("open critical", num(open.filter((i) => i.severity === "CRITICAL").length), "open_critical", "critical"),
-    atmp.kpi("open major", num(open.filter((i) => i.severity === "MAJOR").length), "open_major", "major"),
-    atmp.kpi("overdue", num(open.filter((i) => i.overdue).length), "overdue", "critical"));
+    atmp.kpi("matching the filters", num(c.total), "count"),
+    atmp.kpi("critical, not closed", num(c.not_closed.CRITICAL), "open_critical", "critical"),
+    atmp.kpi("major, not closed", num(c.not_closed.MAJOR), "open_major", "major"),
+    atmp.kpi("overdue, not closed", num(c.overdue), "overdue", "critical"));
+}
+// after a live change: ask the API again (debounced), the counts are never guessed from rows
+function refreshCounts() {
+  clearTimeout(countsTimer);
+  countsTimer = setTimeout(async () => {
+    try { counts = (await atmp.json("/api/v1/deviations/summary?" + query())).counts; renderKpis(); }
+    catch (err) { atmp.showError(err); }
+  }, 250);
 }
 function renderAll() {
   document.querySelector("#queue tbody").replaceChildren(...sorted().map((i) => row(i, false)));
@@ -62,11 +90,15 @@ async function load(more) {
   if (!more) rows.clear();
   for (const item of page.items) rows.set(item.deviation_id, item);
   nextCursor = page.next_cursor;
+  if (!more) counts = page.counts;
   document.getElementById("more").hidden = !nextCursor;
   renderAll();
 }
 function upsert(item) {
-  if (!matches(item)) { if (rows.delete(item.deviation_id)) renderAll(); return; }
+  if (!matches(item)) { if (rows.delete(item.deviation_id)) renderAll(); refreshCounts(); return; }
+  const known = rows.get(item.deviation_id);
+  // the stream's backlog repeats rows the list already holds: nothing changed, nothing to redraw or recount
+  if (known && JSON.stringify(known) === JSON.stringify(Object.assign({}, known, item))) return;
   rows.set(item.deviation_id, item);
   const tbody = document.querySelector("#queue tbody");
   const old = tbody.querySelector(`tr[data-id="${CSS.escape(item.deviation_id)}"]`);
@@ -78,7 +110,7 @@ function upsert(item) {
     const ref = next ? tbody.querySelector(`tr[data-id="${CSS.escape(next.deviation_id)}"]`) : null;
     tbody.insertBefore(fresh, ref);
   }
-  renderKpis();
+  refreshCounts();
 }
 // SSE over fetch (EventSource cannot send the Authorization header); resumes with Last-Event-ID.
 // The stream serves rows of the same triage view as the list (one rule set), re-sent whenever a
@@ -123,6 +155,7 @@ async function stream() {
     await new Promise((r) => setTimeout(r, 2000));
   }
 }
+const thead = (names) => el("thead", {}, el("tr", {}, names.map((n) => el("th", { text: n }))));
 async function detail(id) {
   const box = document.getElementById("detail");
   box.hidden = false;
@@ -133,16 +166,17 @@ async function detail(id) {
     const kv = (k, v) => el("tr", {}, el("th", { text: k }), el("td", { text: v === null || v === undefined ? "–" : String(v) }));
     body.replaceChildren(
       el("table", { class: "data" }, el("tbody", {}, kv("severity", d.severity), kv("class", d.class), kv("status", d.status),
-        kv("description", d.description), kv("raised by", d.raised_by), kv("observed", d.observed_value + " " + (d.unit || "")),
+        kv("description", d.description), kv("raised by", d.raised_by), kv("observed", d.observed_value === null || d.observed_value === undefined ? null : d.observed_value + " " + (d.unit || "")),
         kv("limits", `${d.limit_low ?? "–"} … ${d.limit_high ?? "–"}`), kv("duration (s)", d.duration_seconds),
         kv("software", d.software_version), kv("resolution", d.resolution))),
       el("h3", { text: "Batch steps" }),
-      el("table", { class: "data" }, el("tbody", {}, d.batch_steps.map((s) => el("tr", {}, el("td", { text: s.step }),
+      el("table", { class: "data" }, thead(["step", "transition", "at (UTC)", "lane"]), el("tbody", {}, d.batch_steps.map((s) => el("tr", {}, el("td", { text: s.step }),
         el("td", { text: s.transition }), el("td", { text: atmp.when(s.occurred_at) }), el("td", { text: "lane " + s.lane }))))),
       el("h3", { text: `Sensor summaries around it (${d.sensor_summaries.length})` }),
-      el("table", { class: "data" }, el("tbody", {}, d.sensor_summaries.slice(0, 40).map((s) => el("tr", {},
+      el("table", { class: "data" }, thead(["parameter", "window start (UTC)", "mean", "samples outside alert"]),
+        el("tbody", {}, d.sensor_summaries.slice(0, 40).map((s) => el("tr", {},
         el("td", { text: s.parameter }), el("td", { text: atmp.when(s.window_start) }), el("td", { text: num(s.mean, 2) + " " + s.unit }),
-        el("td", { text: "outside alert: " + s.samples_outside_alert }))))),
+        el("td", { class: "num", text: num(s.samples_outside_alert) }))))),
       el("h3", { text: "Configuration in force" }),
       el("pre", { text: d.configuration ? d.configuration.components.map((c) => `${c.kind} ${c.name} ${c.version}`).join("\n") : "–" }));
   } catch (err) {
@@ -159,6 +193,8 @@ async function csv(ev) {
   } catch (err) { atmp.showError(err); }
 }
 async function render(me) {
+  role = me.role;
+  document.getElementById("detail-note").hidden = seesDetail();
   const form = document.getElementById("filters");
   const siteSelect = form.elements.site;
   for (const s of me.sites) siteSelect.append(el("option", { value: s, text: s }));
