@@ -7,9 +7,6 @@ with the reason. Screenshots go to tests/e2e/screenshots/ (git-ignored).
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +15,10 @@ from typing import Any
 import pytest
 from atmpnet.api.app import ApiServer, create_api
 from atmpnet.contract.codec import AvroCodec
-from atmpnet.settings import ApiToken, Settings
-from atmpnet.warehouse.connection import connect
-from atmpnet.warehouse.migrations import apply_migrations
+from atmpnet.settings import Settings
 from clickhouse_connect.driver.client import Client
-from pydantic import SecretStr
 
-from tests.integration.api_network import build_network, store
+from tests.integration.api_network import api_tokens, build_network, scratch_database, store
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).with_name("screenshots")
@@ -65,26 +59,12 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def dashboard(clickhouse_settings: Settings, codec: AvroCodec) -> Iterator[Dashboard]:
-    database = f"test_e2e_{uuid.uuid4().hex[:10]}"
-    client = connect(clickhouse_settings, database)
-    apply_migrations(client)
-    store(client, codec, build_network())
-    tokens = [
-        ApiToken(name="ops", role="operations", token=SecretStr(SECRETS["operations"])),
-        ApiToken(name="qa", role="quality", token=SecretStr(SECRETS["quality"])),
-        ApiToken(
-            name="site-a",
-            role="site",
-            site_id="site-a",
-            token_sha256=hashlib.sha256(SECRETS["site"].encode()).hexdigest(),
-        ),
-    ]
-    app = create_api(clickhouse_settings, client, tokens=tokens, stream_poll_s=0.2)
-    with ApiServer(app) as server:
-        yield Dashboard(server.url, client, codec)
-    with contextlib.suppress(Exception):
-        client.command(f"DROP DATABASE IF EXISTS `{database}`")
-    client.close()
+    with scratch_database(clickhouse_settings, "test_e2e_") as client:
+        store(client, codec, build_network())
+        tokens = api_tokens(SECRETS["operations"], SECRETS["quality"], SECRETS["site"])
+        app = create_api(clickhouse_settings, client, tokens=tokens, stream_poll_s=0.2)
+        with ApiServer(app) as server:
+            yield Dashboard(server.url, client, codec)
 
 
 @dataclass

@@ -8,7 +8,10 @@ events that make it, so a test failure points at the rule, not at a magic number
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,9 +35,13 @@ from atmpnet.contract.events import (
     StepTransition,
     ValidatedBaseline,
 )
+from atmpnet.settings import ApiToken, Settings
+from atmpnet.warehouse.connection import connect
 from atmpnet.warehouse.event_store import StoredEvent, insert_events
+from atmpnet.warehouse.migrations import apply_migrations
 from atmpnet.warehouse.views import refresh_views
 from clickhouse_connect.driver.client import Client
+from pydantic import SecretStr
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 MODULE_TYPE = "cliniprep-x"
@@ -309,3 +316,25 @@ def store(client: Client, codec: AvroCodec, events: list[Event], ingested_at: da
         grouped.setdefault(type(event), []).append(stored)
     insert_events(client, grouped, ingested_at or datetime.now(UTC))
     refresh_views(client)
+
+
+def api_tokens(ops: str, quality: str, site_a: str) -> list[ApiToken]:
+    """Tokens ops, qa and site-a; the site token configured by its digest only, as production should."""
+    return [
+        ApiToken(name="ops", role="operations", token=SecretStr(ops)),
+        ApiToken(name="qa", role="quality", token=SecretStr(quality)),
+        ApiToken(name="site-a", role="site", site_id="site-a", token_sha256=_hash(site_a)),
+    ]
+
+
+@contextlib.contextmanager
+def scratch_database(settings: Settings, prefix: str) -> Iterator[Client]:
+    """A migrated database of its own (``prefix`` + random suffix), dropped and closed afterwards."""
+    client = connect(settings, f"{prefix}{uuid.uuid4().hex[:10]}")
+    try:
+        apply_migrations(client)
+        yield client
+    finally:
+        with contextlib.suppress(Exception):
+            client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
+        client.close()

@@ -7,9 +7,6 @@ deviations the derived publisher would raise are ingested too, and triaged like 
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,17 +14,15 @@ import pytest
 from atmpnet.api.app import create_api
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import BatchStep, Deviation, Event
-from atmpnet.settings import ApiToken, Settings
+from atmpnet.settings import Settings
 from atmpnet.site.simulator import NetworkConfig, Simulation
 from atmpnet.streams.derived import integrity_deviations, integrity_event_id
 from atmpnet.streams.ingest import IngestCore
-from atmpnet.warehouse.connection import connect
-from atmpnet.warehouse.migrations import apply_migrations
 from atmpnet.warehouse.views import read_views, refresh_views
 from clickhouse_connect.driver.client import Client
 from fastapi.testclient import TestClient
-from pydantic import SecretStr
 
+from tests.integration.api_network import api_tokens, scratch_database
 from tests.integration.integrity_support import (
     chained,
     drop_sensor_run,
@@ -61,33 +56,20 @@ def network(codec: AvroCodec) -> Network:
 
 @pytest.fixture(scope="module")
 def db(clickhouse_settings: Settings, codec: AvroCodec, network: Network) -> Iterator[Client]:
-    client = connect(clickhouse_settings, f"test_apii_{uuid.uuid4().hex[:10]}")
-    apply_migrations(client)
-    core = IngestCore(client, codec)
-    ingest(core, codec, network.kept)
-    result = refresh_views(client)
-    assert result is not None
-    # what the derived publisher raises for the findings, through the same write path
-    ingest(core, codec, integrity_deviations(result.views.findings))
-    refresh_views(client)
-    yield client
-    with contextlib.suppress(Exception):
-        client.command(f"DROP DATABASE IF EXISTS `{client.database}`")
-    client.close()
+    with scratch_database(clickhouse_settings, "test_apii_") as client:
+        core = IngestCore(client, codec)
+        ingest(core, codec, network.kept)
+        result = refresh_views(client)
+        assert result is not None
+        # what the derived publisher raises for the findings, through the same write path
+        ingest(core, codec, integrity_deviations(result.views.findings))
+        refresh_views(client)
+        yield client
 
 
 @pytest.fixture(scope="module")
 def api(db: Client, clickhouse_settings: Settings) -> TestClient:
-    tokens = [
-        ApiToken(name="ops", role="operations", token=SecretStr(SECRETS["ops"])),
-        ApiToken(name="qa", role="quality", token=SecretStr(SECRETS["quality"])),
-        ApiToken(
-            name="site-a",
-            role="site",
-            site_id="site-a",
-            token_sha256=hashlib.sha256(SECRETS["site-a"].encode()).hexdigest(),
-        ),
-    ]
+    tokens = api_tokens(SECRETS["ops"], SECRETS["quality"], SECRETS["site-a"])
     return TestClient(create_api(clickhouse_settings, db, tokens=tokens))
 
 

@@ -2,32 +2,22 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import Deviation, Event
 from atmpnet.settings import Settings
-from atmpnet.site.simulator import NetworkConfig, Simulation
-from atmpnet.streams.app import ProcessorConfig, create_processor
-from atmpnet.streams.ingest import TopicRouter
+from atmpnet.streams.app import ProcessorConfig
 from atmpnet.transport import ensure_topics, producer_config
 from atmpnet.warehouse.dead_letters import dead_letters
 from atmpnet.warehouse.event_store import event_ids
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Producer
 
+from tests.integration.support import processor_on, publish, sample_deviation, wait_until
+
 pytestmark = pytest.mark.integration
-
-
-def _wait(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 @pytest.mark.parametrize("engine", ["batch", "faust"])
@@ -39,15 +29,12 @@ def test_mirrored_topic_created_later_is_consumed(
     clickhouse: Client,
     codec: AvroCodec,
 ) -> None:
-    sample = next(
-        e for e in Simulation(NetworkConfig(sites=1, days=5, seed=1)).events() if isinstance(e, Deviation)
-    )
+    sample = sample_deviation()
     local = sample.with_envelope(event_id=uuid.uuid4(), site_id="site-a")
     own = sample.with_envelope(event_id=uuid.uuid4(), site_id="site-z")
     foreign = sample.with_envelope(event_id=uuid.uuid4(), site_id="site-y")
     producer = Producer(producer_config(settings, kafka_bootstrap))
-    producer.produce(topics[Deviation], key=local.partition_key(), value=codec.encode(local))
-    producer.flush(10)
+    publish(producer, codec, topics, [local])
 
     config = ProcessorConfig(
         kafka_bootstrap,
@@ -58,25 +45,15 @@ def test_mirrored_topic_created_later_is_consumed(
         topic_refresh_s=1.0,
     )
     dlq = f"atmp.dead-letter.v1.test-{uuid.uuid4().hex[:8]}"
-    processor = create_processor(
-        settings,
-        kafka_bootstrap,
-        clickhouse,
-        codec,
-        config=config,
-        router=TopicRouter(topics),
-        dead_letter_topic=dlq,
-    )
+    processor = processor_on(settings, kafka_bootstrap, clickhouse, codec, topics, config, dlq)
     mirrored = f"site-z.{topics[Deviation]}"  # e.g. site-z.atmp.deviations.v1
     assert mirrored not in processor.topics
     processor.start()
     try:
-        _wait(lambda: local.envelope.event_id in event_ids(clickhouse), 60, "the local deviation")
+        wait_until(lambda: local.envelope.event_id in event_ids(clickhouse), 60, "the local deviation")
         ensure_topics(settings, kafka_bootstrap, [mirrored])  # MirrorMaker mirrors a new site in
-        for event in (own, foreign):
-            producer.produce(mirrored, key=event.partition_key(), value=codec.encode(event))
-        producer.flush(10)
-        _wait(
+        publish(producer, codec, {Deviation: mirrored}, [own, foreign])
+        wait_until(
             lambda: own.envelope.event_id in event_ids(clickhouse) and len(dead_letters(clickhouse)) >= 1,
             90,
             "the mirrored topic's records",

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
 
 import pytest
 from atmpnet.contract.codec import AvroCodec
 from atmpnet.contract.events import DERIVED_EVENT_TYPES, Deviation, Event
 from atmpnet.settings import Settings
 from atmpnet.site.simulator import NetworkConfig, Simulation
-from atmpnet.streams.app import ProcessorConfig, create_processor, free_port
+from atmpnet.streams.app import ProcessorConfig, free_port
 from atmpnet.streams.dead_letter import HEADER_REASON_CODE, HEADER_SOURCE_TOPIC
 from atmpnet.streams.derived import DerivedPublisher, ViewProjector, derived_events
-from atmpnet.streams.ingest import TopicRouter, WrittenBatch
+from atmpnet.streams.ingest import WrittenBatch
 from atmpnet.transport import consumer_config, ensure_topics, producer_config
 from atmpnet.warehouse.dead_letters import dead_letters
 from atmpnet.warehouse.event_store import count_events, event_ids
@@ -23,27 +22,10 @@ from atmpnet.warehouse.migrations import apply_migrations
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from tests.integration.support import processor_on, publish, sample_deviation, wait_until
 from tests.integration.test_ground_truth import consume_all
 
 pytestmark = pytest.mark.integration
-
-
-def publish(
-    producer: Producer, codec: AvroCodec, topics: dict[type[Event], str], events: Iterable[Event]
-) -> None:
-    for event in events:
-        producer.produce(topics[type(event)], key=event.partition_key(), value=codec.encode(event))
-        producer.poll(0)
-    producer.flush(30)
-
-
-def wait_until(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def read_topic(
@@ -80,9 +62,7 @@ def test_duplicates_dead_letters_and_mirrored_topics(
     dlq = f"atmp.dead-letter.v1.test-{uuid.uuid4().hex[:8]}"
     ensure_topics(settings, kafka_bootstrap, [mirrored])
     # a mirrored copy of another site's cluster: its deviation belongs there, a foreign one does not
-    sample = next(
-        e for e in Simulation(NetworkConfig(sites=1, days=5, seed=1)).events() if isinstance(e, Deviation)
-    )
+    sample = sample_deviation()
     own = sample.with_envelope(event_id=uuid.uuid4(), site_id=deviation_site)
     foreign = sample.with_envelope(event_id=uuid.uuid4(), site_id="site-elsewhere")
 
@@ -94,15 +74,7 @@ def test_duplicates_dead_letters_and_mirrored_topics(
     producer.flush(30)
 
     config = ProcessorConfig(kafka_bootstrap, settings.data_dir, group_id=f"ingest-{uuid.uuid4().hex[:8]}")
-    processor = create_processor(
-        settings,
-        kafka_bootstrap,
-        clickhouse,
-        codec,
-        config=config,
-        router=TopicRouter(topics),
-        dead_letter_topic=dlq,
-    )
+    processor = processor_on(settings, kafka_bootstrap, clickhouse, codec, topics, config, dlq)
     assert mirrored in processor.topics
     written: list[WrittenBatch] = []
     processor.add_after_write(lambda _c, batch: written.append(batch))
@@ -155,14 +127,8 @@ def test_ingest_goes_on_while_derived_events_cannot_be_published_and_sends_them_
     projector = ViewProjector(DerivedPublisher(unreachable, codec, derived, timeout_s=0.5), retry_s=0.1)
     group = f"ingest-{uuid.uuid4().hex[:8]}"
     config = ProcessorConfig(kafka_bootstrap, settings.data_dir, group_id=group, engine="batch")
-    processor = create_processor(
-        settings,
-        kafka_bootstrap,
-        clickhouse,
-        codec,
-        config=config,
-        router=TopicRouter(topics),
-        dead_letter_topic=f"atmp.dead-letter.v1.test-{suffix}",
+    processor = processor_on(
+        settings, kafka_bootstrap, clickhouse, codec, topics, config, f"atmp.dead-letter.v1.test-{suffix}"
     )
     processor.add_after_write(projector)
     producer = Producer(producer_config(settings, kafka_bootstrap))

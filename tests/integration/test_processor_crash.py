@@ -28,6 +28,7 @@ from atmpnet.warehouse.views import read_views, rebuild_views
 from confluent_kafka import Producer
 
 from tests.integration.ground_truth_checks import assert_views_match_truth
+from tests.integration.support import publish
 from tests.integration.test_views import simulate
 
 pytestmark = pytest.mark.integration
@@ -95,10 +96,7 @@ def test_sigkill_mid_run_loses_nothing_and_counts_nothing_twice(
     events, truth = simulate(2, 5, window_minutes)  # ~1,650 events, every family
     suffix = next(iter(topics.values())).rsplit(".v1", 1)[1]
     producer = Producer(producer_config(settings, kafka_bootstrap))
-    for event in events:
-        producer.produce(topics[type(event)], key=event.partition_key(), value=codec.encode(event))
-        producer.poll(0)
-    producer.flush(30)
+    publish(producer, codec, topics, events)
 
     data_dir = tmp_path / "processor"
     group = f"crash-{uuid.uuid4().hex[:8]}"

@@ -39,17 +39,24 @@ from tests.integration.test_views import simulate, store
 pytestmark = pytest.mark.integration
 
 
-def test_derived_events_are_published_once_and_replays_reuse_their_ids(
+def _stored_run(
     clickhouse: Client, settings: Settings, kafka_bootstrap: str, codec: AvroCodec
-) -> None:
+) -> tuple[tuple[Event, ...], dict[type[Event], str], DerivedPublisher]:
+    """A simulated run stored (migrations applied); fresh derived topics and a publisher to them."""
     apply_migrations(clickhouse)
     events, _ = simulate(2, 8, 240)
     store(clickhouse, events)
-    views = rebuild_views(clickhouse).views
     suffix = uuid.uuid4().hex[:8]
     topics: dict[type[Event], str] = {t: f"{t.TOPIC}.test-{suffix}" for t in (DeviationTriage, ConfigDrift)}
     ensure_topics(settings, kafka_bootstrap, list(topics.values()))
-    publisher = DerivedPublisher(producer_config(settings, kafka_bootstrap), codec, topics)
+    return events, topics, DerivedPublisher(producer_config(settings, kafka_bootstrap), codec, topics)
+
+
+def test_derived_events_are_published_once_and_replays_reuse_their_ids(
+    clickhouse: Client, settings: Settings, kafka_bootstrap: str, codec: AvroCodec
+) -> None:
+    _, topics, publisher = _stored_run(clickhouse, settings, kafka_bootstrap, codec)
+    views = rebuild_views(clickhouse).views
 
     expected = derived_events(views)
     triage = [e for e in expected if isinstance(e, DeviationTriage)]
@@ -110,14 +117,8 @@ def _triage_ids(events: list[Event]) -> dict[Any, DeviationTriage]:
 def test_a_changed_triage_is_published_again_and_an_unchanged_one_is_not(
     clickhouse: Client, settings: Settings, kafka_bootstrap: str, codec: AvroCodec
 ) -> None:
-    apply_migrations(clickhouse)
-    events, _ = simulate(2, 8, 240)
-    store(clickhouse, events)
+    events, topics, publisher = _stored_run(clickhouse, settings, kafka_bootstrap, codec)
     before = rebuild_views(clickhouse).views
-    suffix = uuid.uuid4().hex[:8]
-    topics: dict[type[Event], str] = {t: f"{t.TOPIC}.test-{suffix}" for t in (DeviationTriage, ConfigDrift)}
-    ensure_topics(settings, kafka_bootstrap, list(topics.values()))
-    publisher = DerivedPublisher(producer_config(settings, kafka_bootstrap), codec, topics)
     publisher.publish(clickhouse, before)
 
     # a RAISED arrives late, a minute before a deviation that was no duplicate, on the same
@@ -209,13 +210,7 @@ def test_background_projector_refreshes_through_a_publication_failure_and_sends_
     codec: AvroCodec,
     metric_reader: InMemoryMetricReader,
 ) -> None:
-    apply_migrations(clickhouse)
-    events, _ = simulate(2, 8, 240)
-    store(clickhouse, events)
-    suffix = uuid.uuid4().hex[:8]
-    topics: dict[type[Event], str] = {t: f"{t.TOPIC}.test-{suffix}" for t in (DeviationTriage, ConfigDrift)}
-    ensure_topics(settings, kafka_bootstrap, list(topics.values()))
-    publisher = DerivedPublisher(producer_config(settings, kafka_bootstrap), codec, topics)
+    _, topics, publisher = _stored_run(clickhouse, settings, kafka_bootstrap, codec)
     working, publisher._producer = publisher._producer, _BrokerDown()  # type: ignore[assignment]
     failures_before = _failures(metric_reader)
     own = connect(clickhouse_settings, clickhouse.database)

@@ -26,15 +26,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, SafeUUID
 
+from atmpnet.contract.codegen import SourceCompiler, Unsupported
+
 # (payload, start) -> (record, end)
 RecordReader = Callable[[bytes, int], tuple[dict[str, Any], int]]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # fastavro's epoch: same arithmetic, same tzinfo
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
-
-
-class Unsupported(Exception):
-    """The schema uses a construct this compiler does not handle."""
 
 
 class NotCanonical(Exception):
@@ -97,24 +95,11 @@ def _timestamp8(word: int) -> datetime:
     return value
 
 
-class _Compiler:
+class _Compiler(SourceCompiler):
     """Generates the source of one reader function per writer schema."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.consts: dict[str, Any] = {}
-        self.named: dict[str, Any] = {}
-        self.namespace = ""
-        self._names = 0
-
-    def name(self, prefix: str) -> str:
-        self._names += 1
-        return f"{prefix}{self._names}"
-
-    def emit(self, indent: int, line: str) -> None:
-        if len(self.lines) > 20_000:
-            raise Unsupported("schema too large or recursive")
-        self.lines.append("    " * indent + line)
+        super().__init__(max_lines=20_000)
 
     def varint(self, target: str, indent: int) -> None:
         """Emit code reading a long into ``target`` (one-byte values inline)."""
@@ -123,13 +108,6 @@ class _Compiler:
         self.emit(indent, "pos += 1")
         self.emit(indent, f"if {b} < 128: {target} = ({b} >> 1) ^ -({b} & 1)")
         self.emit(indent, f"else: {target}, pos = read_long(data, pos, {b})")
-
-    def resolve(self, schema: Any) -> Any:
-        """A named type's definition (records and enums seen earlier), else the schema itself."""
-        if isinstance(schema, str):
-            named = self.named.get(schema) or self.named.get(f"{self.namespace}.{schema}")
-            return named or {"type": schema}
-        return schema
 
     def value(self, schema: Any, target: str, indent: int) -> None:
         """Emit code reading one value of ``schema`` into the local ``target``."""
@@ -141,14 +119,7 @@ class _Compiler:
         if isinstance(kind, dict | list):
             self.value(kind, target, indent)
             return
-        if kind in ("record", "enum") and "name" in schema:
-            name = schema["name"]
-            namespace = schema.get("namespace") or self.namespace
-            if "." not in name and namespace:
-                name = f"{namespace}.{name}"
-            self.named[name] = schema
-            if kind == "record" and "." in name:
-                self.namespace = name.rsplit(".", 1)[0]
+        self.declare(schema)
         if kind == "record":
             self.record(schema["fields"], target, indent)
         elif kind == "enum":
@@ -274,11 +245,8 @@ def compile_reader(schema: dict[str, Any]) -> RecordReader:
         "timedelta": timedelta,
         "unpack_double": struct.Struct("<d").unpack_from,
         "unpack_float": struct.Struct("<f").unpack_from,
-        **compiler.consts,
     }
-    source = "\n".join(compiler.lines)
-    exec(compile(source, f"<avro reader {schema.get('name')}>", "exec"), namespace)  # noqa: S102 - source generated above from a parsed schema
-    reader: RecordReader = namespace["read"]
+    reader: RecordReader = compiler.build("read", f"<avro reader {schema.get('name')}>", namespace)
     return reader
 
 

@@ -20,16 +20,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from atmpnet.contract.codec import HEADER, MAGIC_BYTE, AvroCodec
+from atmpnet.contract.codegen import SourceCompiler, Unsupported
 from atmpnet.contract.events import Event
 from atmpnet.errors import EncodingError
+
+# Unsupported (from codegen) is part of this module's interface: callers catch it from here
+__all__ = ["EventEncoder", "EventWriter", "Unsupported", "compile_writer"]
 
 EventWriter = Callable[[Event], bytes]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class Unsupported(Exception):
-    """The schema uses a construct this compiler does not handle."""
 
 
 def _write_long(out: bytearray, n: int) -> None:
@@ -80,43 +80,20 @@ def _write_timestamp(out: bytearray, value: datetime) -> None:
     out += tail
 
 
-class _Compiler:
+class _Compiler(SourceCompiler):
     """Generates the source of one writer function per subject."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.consts: dict[str, Any] = {}
-        self.named: dict[str, Any] = {}
-        self.namespace = ""
-        self._names = 0
-
-    def name(self, prefix: str) -> str:
-        self._names += 1
-        return f"{prefix}{self._names}"
-
-    def emit(self, indent: int, line: str) -> None:
-        if len(self.lines) > 10_000:
-            raise Unsupported("schema too large or recursive")
-        self.lines.append("    " * indent + line)
+        super().__init__(max_lines=10_000)
 
     def value(self, schema: Any, expr: str, indent: int) -> None:
         """Emit code writing ``expr`` (a Python expression, evaluated once) as ``schema``."""
         if isinstance(schema, list):
             self.union(schema, expr, indent)
             return
-        if isinstance(schema, str):
-            # a name defined earlier in the schema, else a primitive
-            named = self.named.get(schema) or self.named.get(f"{self.namespace}.{schema}")
-            schema = named or {"type": schema}
+        schema = self.resolve(schema)  # a name defined earlier in the schema, else a primitive
         kind = schema["type"]
-        if kind in ("record", "enum") and "name" in schema:
-            name = schema["name"]
-            namespace = schema.get("namespace") or self.namespace
-            if "." not in name and namespace:
-                name = f"{namespace}.{name}"
-            self.named[name] = schema
-            if kind == "record" and "." in name:
-                self.namespace = name.rsplit(".", 1)[0]
+        self.declare(schema)
         logical = schema.get("logicalType")
         if isinstance(kind, dict | list):
             self.value(kind, expr, indent)
@@ -239,10 +216,8 @@ def compile_writer(schema: dict[str, Any], header: bytes) -> EventWriter:
         "write_timestamp": _write_timestamp,
         "pack_double": struct.Struct("<d").pack,
         "pack_float": struct.Struct("<f").pack,
-        **compiler.consts,
     }
-    exec(compile("\n".join(compiler.lines), f"<avro writer {schema.get('name')}>", "exec"), namespace)  # noqa: S102 - source generated above from the committed schema
-    writer: EventWriter = namespace["write"]
+    writer: EventWriter = compiler.build("write", f"<avro writer {schema.get('name')}>", namespace)
     return writer
 
 
