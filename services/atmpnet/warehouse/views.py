@@ -15,7 +15,6 @@ refresh be skipped when a write brought nothing.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -454,18 +453,22 @@ def late_arrivals(client: Client, bound: timedelta = LATENESS_BOUND) -> dict[str
     arrival; for a replay or a simulation run faster than real time it is the only clock that
     means anything. Records at one offset (stored without a source) are never late.
     """
+    rows = _query(client, _late_sql(bound))
+    return {str(r[0]): _utc(r[1]) or datetime.min for r in rows}
+
+
+def _late_sql(bound: timedelta = LATENESS_BOUND) -> str:
+    """The late arrivals as SQL: ``(event id as text, wm)`` rows (``late_arrivals``)."""
     micros = int(bound.total_seconds() * 1_000_000)
-    rows = _query(
-        client,
-        "SELECT toString(event_id), wm FROM ("  # noqa: S608 (an integer from a timedelta)
+    return (
+        "SELECT toString(event_id) AS id, wm FROM ("  # noqa: S608 (an integer from a timedelta)
         " SELECT event_id, occurred_at, max(occurred_at) OVER (PARTITION BY t, p ORDER BY o"
         "  RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS wm"
         " FROM (SELECT event_id, argMin(topic, ingested_at) AS t, argMin(`partition`, ingested_at) AS p,"
         "  argMin(`offset`, ingested_at) AS o, any(occurred_at) AS occurred_at"
         "  FROM event_arrivals GROUP BY event_id))"
-        f" WHERE dateDiff('microsecond', occurred_at, wm) > {micros}",
+        f" WHERE dateDiff('microsecond', occurred_at, wm) > {micros}"
     )
-    return {str(r[0]): _utc(r[1]) or datetime.min for r in rows}
 
 
 # the families dense enough that their partitions' event time tracks the stream's (configurations
@@ -475,7 +478,6 @@ STREAM_SQL = "if(ifNull(module_id, '') = '', concat('producer/', producer_id), c
 
 
 _NEVER = datetime.min.replace(tzinfo=UTC)
-_UUID_TEXT = re.compile(r"^[0-9a-f-]{36}$")
 
 
 def stream_watermarks(client: Client) -> dict[str, datetime]:
@@ -558,9 +560,7 @@ def record_input_partitions(client: Client, partitions: dict[str, tuple[str, int
     client.insert("input_partitions", rows, column_names=["topic", "family", "partitions", "recorded_at"])
 
 
-def stream_summaries(
-    client: Client, late: Iterable[str]
-) -> dict[str, tuple[str | None, int, str | None, bool]]:
+def stream_summaries(client: Client) -> dict[str, tuple[str | None, int, str | None, bool]]:
     """Per stream, checked whole in SQL: site, highest sequence, its event's hash, whether it is clean.
 
     Clean = sequences 1..max each once, every consecutive link's ``previous_hash`` equal to the
@@ -575,7 +575,6 @@ def stream_summaries(
         f" FROM {t} FINAL WHERE producer_kind != '{PLATFORM_PRODUCER_KIND}'"
         for t in FAMILY_TABLES
     )
-    late_list = ", ".join(f"'{i}'" for i in sorted(set(late)) if _UUID_TEXT.match(i)) or "''"
     rows = _query(
         client,
         "SELECT s, any(site_id), max(sequence), argMax(h, sequence),"  # noqa: S608
@@ -586,7 +585,9 @@ def stream_summaries(
         "  AND countIf(previous_hash IS NOT NULL) > 0)"
         " AND countIf(sequence = 1 AND previous_hash IS NOT NULL) = 0"
         f" AND countIf(skew > {max_delay} OR skew < -{early}) = 0"
-        f" AND countIf(id IN ({late_list})) = 0 AS clean"
+        # the late set stays in ClickHouse: inlined, a store with many late events overflowed
+        # max_query_size and every refresh failed
+        f" AND countIf(id IN (SELECT id FROM ({_late_sql()}))) = 0 AS clean"
         " FROM (SELECT s, site_id, sequence, previous_hash, h, skew, id,"
         "  lagInFrame(h) OVER w AS prev_h, lagInFrame(sequence) OVER w AS prev_seq"
         f"  FROM ({union}) WINDOW w AS (PARTITION BY s ORDER BY sequence"
@@ -619,7 +620,7 @@ def load_integrity_input(
     """
     record_arrivals(client)
     late = late_arrivals(client)
-    summaries = stream_summaries(client, late)
+    summaries = stream_summaries(client)
     recorded = chain_heads(client)
     # a stream whose tail is not the recorded head (altered or removed last event) gets the rules;
     # a head behind the store's tail (events written without one) cannot judge it and is ignored
