@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -107,7 +108,15 @@ def up(
         engine="batch" if engine == "batch" else "faust",
     )
     job = MainJob(get_settings(), _codec(_catalog()), options, say=typer.echo)
-    raise typer.Exit(job.run())
+    code = job.run()
+    # every part was stopped in order; a library thread still retrying the stopped broker (the
+    # faust consumer's) or an executor task stuck on it must not keep the process alive
+    from atmpnet import telemetry
+
+    telemetry.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command()

@@ -149,6 +149,9 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=preexec,  # noqa: PLW1509 - the child only calls prctl before exec
+                # its own session: a Ctrl-C at the terminal goes to our process group, and the
+                # broker must outlive it until the owner has flushed and drained, then stops it
+                start_new_session=True,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             )
         atexit.register(self.stop)

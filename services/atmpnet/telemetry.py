@@ -109,6 +109,14 @@ def configure_from_settings(settings: Settings, service_name: str) -> None:
     )
 
 
+def shutdown() -> None:
+    """Flush and stop the configured span and metric providers (before a hard process exit)."""
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        stop = getattr(provider, "shutdown", None)
+        if callable(stop):
+            stop()
+
+
 def tracer(name: str) -> trace.Tracer:
     """The tracer for an atmpnet module (a no-op one until ``configure`` is called)."""
     return trace.get_tracer(name)
