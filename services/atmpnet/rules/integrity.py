@@ -87,6 +87,11 @@ class IntegrityBounds:
     streams_start_at_one: bool = False
 
 
+def stream_name(module_id: str | None, producer_id: str) -> str:
+    """The sequence stream of an event: its module, else its producer (as the envelope defines)."""
+    return f"module/{module_id}" if module_id else f"producer/{producer_id}"
+
+
 @dataclass(frozen=True, slots=True)
 class EventFact:
     """What the integrity rules read of one stored event.
@@ -119,8 +124,7 @@ class EventFact:
 
     def __post_init__(self) -> None:
         """Set ``stream``."""
-        stream = f"module/{self.module_id}" if self.module_id else f"producer/{self.producer_id}"
-        object.__setattr__(self, "stream", stream)
+        object.__setattr__(self, "stream", stream_name(self.module_id, self.producer_id))
 
     @classmethod
     def from_event(

@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from atmpnet.contract.chain import payload_hash
 from atmpnet.errors import ContractError, WarehouseError
+from atmpnet.rules.integrity import stream_name
 from atmpnet.warehouse.event_store import StoredEvent
 
 # deviations the platform raises itself (integrity findings) belong to no site stream
@@ -49,7 +50,7 @@ def heads_of(events: Iterable[StoredEvent]) -> dict[str, tuple[str, int, str, An
         site_id, module_id, kind, producer_id, sequence = _envelope(stored)
         if kind == PLATFORM_PRODUCER_KIND:
             continue
-        stream = f"module/{module_id}" if module_id else f"producer/{producer_id}"
+        stream = stream_name(module_id, producer_id)
         best = top.get(stream)
         if best is None or sequence > best[0]:
             top[stream] = (sequence, stored, site_id or "")
@@ -77,6 +78,15 @@ def record_chain_heads(client: Client, events: Iterable[StoredEvent], recorded_a
     except Exception as exc:  # clickhouse-connect raises several unrelated types
         raise WarehouseError(f"cannot record {len(rows)} chain heads: {exc}") from exc
     return len(rows)
+
+
+def usable_heads(recorded: dict[str, tuple[int, str]], tops: dict[str, int]) -> dict[str, str]:
+    """Stream -> head hash, for the streams whose recorded head is at or past the stored top.
+
+    A head behind the store's tail (events written without one, e.g. by a tool) cannot judge
+    that tail: it is left out rather than raising a false break.
+    """
+    return {s: h for s, (seq, h) in recorded.items() if s in tops and seq >= tops[s]}
 
 
 def chain_heads(client: Client) -> dict[str, tuple[int, str]]:

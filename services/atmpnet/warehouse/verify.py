@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from clickhouse_connect.driver.client import Client
 
 from atmpnet.rules import integrity
-from atmpnet.warehouse.chain_heads import PLATFORM_PRODUCER_KIND, chain_heads
+from atmpnet.warehouse.chain_heads import PLATFORM_PRODUCER_KIND, chain_heads, usable_heads
 from atmpnet.warehouse.views import (
     ENVELOPE_SQL,
     FAMILY_TABLES,
@@ -98,10 +98,9 @@ def verify_store(client: Client) -> VerifyReport:
     for stream in streams:
         facts = integrity.unique_facts(stream_facts(client, stream))
         events += len(facts)
-        head = recorded.get(stream)
-        # the recorded head protects the tail; one behind the store (written without it) cannot
-        usable = head is not None and head[0] >= max((f.sequence for f in facts), default=0)
-        findings += integrity.chain_breaks(facts, {stream: head[1]} if usable and head else None)
+        # the recorded head protects the tail
+        top = {stream: max((f.sequence for f in facts), default=0)}
+        findings += integrity.chain_breaks(facts, usable_heads(recorded, top))
         findings += integrity.sequence_findings(facts, bounds)
     findings.sort(key=lambda f: (f.stream, f.sequences, f.kind.value))
     return VerifyReport(len(streams), events, tuple(findings))

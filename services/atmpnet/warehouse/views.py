@@ -36,7 +36,7 @@ from atmpnet.errors import WarehouseError
 from atmpnet.rules import capacity as cap
 from atmpnet.rules import drift, integrity, performance, triage
 from atmpnet.rules.facts import BaselineFact, ComponentFact, ConfigFact, DeviationFact, StepFact
-from atmpnet.warehouse.chain_heads import PLATFORM_PRODUCER_KIND, chain_heads
+from atmpnet.warehouse.chain_heads import PLATFORM_PRODUCER_KIND, chain_heads, usable_heads
 
 log = logging.getLogger(__name__)
 _tracer = telemetry.tracer("atmpnet.warehouse.views")
@@ -622,9 +622,8 @@ def load_integrity_input(
     late = late_arrivals(client)
     summaries = stream_summaries(client)
     recorded = chain_heads(client)
-    # a stream whose tail is not the recorded head (altered or removed last event) gets the rules;
-    # a head behind the store's tail (events written without one) cannot judge it and is ignored
-    heads = {s: h for s, (seq, h) in recorded.items() if s in summaries and seq >= summaries[s][1]}
+    # a stream whose tail is not the recorded head (altered or removed last event) gets the rules
+    heads = usable_heads(recorded, {s: top for s, (_site, top, _h, _ok) in summaries.items()})
     clean = {
         s: (site, top)
         for s, (site, top, last_hash, ok) in summaries.items()
@@ -883,6 +882,11 @@ def is_settled(f: integrity.Finding, watermarks: dict[str, datetime], as_of: dat
     if at is None:
         return False
     stream = f"module/{f.module_id}" if f.module_id else f.stream
+    return _past_horizon(at, stream, watermarks, as_of)
+
+
+def _past_horizon(at: datetime, stream: str, watermarks: dict[str, datetime], as_of: datetime) -> bool:
+    """True when the stream's watermark (else every dense partition's) is the lateness bound past ``at``."""
     return at + LATENESS_BOUND <= watermarks.get(stream, watermarks.get("*", as_of))
 
 
@@ -939,8 +943,7 @@ def in_flight_missing(
     for f in facts:
         sequences[f.stream].add(f.sequence)
         site_of[f.stream] = f.site_id
-        watermark = watermarks.get(f.stream, watermarks.get("*", as_of))
-        if f.occurred_at + LATENESS_BOUND <= watermark and f.sequence > top.get(f.stream, 0):
+        if f.sequence > top.get(f.stream, 0) and _past_horizon(f.occurred_at, f.stream, watermarks, as_of):
             top[f.stream] = f.sequence
     for stream, seqs in sequences.items():
         settled_top = top.get(stream, 0)
