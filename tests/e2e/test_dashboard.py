@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from atmpnet.contract.events import DeviationTransition, ProcessStep
+from atmpnet.contract.events import DeviationTransition
 
 from tests.e2e.conftest import SECRETS, Dashboard
 from tests.integration.api_network import T0, NetworkBuilder, store
@@ -170,19 +170,7 @@ def test_triage_queue_lists_the_api_and_shows_a_new_deviation_live(
     # a new critical deviation arrives through the event store's write path
     b = NetworkBuilder()
     at = T0 + timedelta(days=11, hours=14)
-    b.deviation(
-        "LIVE-E2E",
-        DeviationTransition.RAISED,
-        at,
-        site="site-a",
-        module="a-m2",
-        lane=1,
-        batch="A3",
-        step=ProcessStep.FORMULATION,
-        parameter="temperature",
-        alarm_code="PRC-T9",
-        duration=3600,
-    )
+    b.formulation_excursion("LIVE-E2E", DeviationTransition.RAISED, at)
     published = time.monotonic()
     store(dashboard.client, dashboard.codec, b.events, datetime.now(UTC))
     page.wait_for_selector("#queue tbody tr[data-id='LIVE-E2E']", timeout=5000)
@@ -203,19 +191,7 @@ def test_triage_queue_lists_the_api_and_shows_a_new_deviation_live(
     print(f"new deviation visible in the browser {seen_after:.2f}s after its write")
     # its closure re-sends the row from the triage view: the queue shows the list's state
     b = NetworkBuilder()
-    b.deviation(
-        "LIVE-E2E",
-        DeviationTransition.CLOSED,
-        at + timedelta(minutes=30),
-        site="site-a",
-        module="a-m2",
-        lane=1,
-        batch="A3",
-        step=ProcessStep.FORMULATION,
-        parameter="temperature",
-        alarm_code="PRC-T9",
-        duration=3600,
-    )
+    b.formulation_excursion("LIVE-E2E", DeviationTransition.CLOSED, at + timedelta(minutes=30))
     store(dashboard.client, dashboard.codec, b.events, datetime.now(UTC))
     status = page.locator("#queue tbody tr[data-id='LIVE-E2E'] td").nth(8)
     page.wait_for_function(

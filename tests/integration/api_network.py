@@ -163,6 +163,22 @@ class NetworkBuilder:
                     return
             t += span
 
+    def formulation_excursion(self, dev_id: str, transition: DeviationTransition, at: datetime) -> None:
+        """An hour-long temperature excursion on site-a's A3 in FORMULATION: triaged CRITICAL."""
+        self.deviation(
+            dev_id,
+            transition,
+            at,
+            site="site-a",
+            module="a-m2",
+            lane=1,
+            batch="A3",
+            step=ProcessStep.FORMULATION,
+            parameter="temperature",
+            alarm_code="PRC-T9",
+            duration=3600,
+        )
+
     def deviation(
         self,
         dev_id: str,

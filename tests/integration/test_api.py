@@ -433,19 +433,7 @@ def with_an_old_critical(clickhouse: Client, clickhouse_settings: Settings, code
     """The network plus OLD-1: a critical deviation raised early and never closed (overdue)."""
     apply_migrations(clickhouse)
     b = NetworkBuilder()
-    b.deviation(
-        "OLD-1",
-        DeviationTransition.RAISED,
-        T0 + timedelta(hours=1),
-        site="site-a",
-        module="a-m2",
-        lane=1,
-        batch="A3",
-        step=ProcessStep.FORMULATION,
-        parameter="temperature",
-        alarm_code="PRC-T9",
-        duration=3600,
-    )
+    b.formulation_excursion("OLD-1", DeviationTransition.RAISED, T0 + timedelta(hours=1))
     store(clickhouse, codec, [*build_network(), *b.events])
     return TestClient(create_api(clickhouse_settings, clickhouse, tokens=tokens()))
 
